@@ -1,0 +1,9 @@
+"""Models: encoders with a width knob, and the task-group multi-task network."""
+
+from mtljax.models.encoders import ENCODERS, CNNEncoder, MLPEncoder
+from mtljax.models.multitask import (MultiTaskNet, apply, count_params, create,
+                                    matched_stl_width, param_count)
+
+__all__ = ["ENCODERS", "CNNEncoder", "MLPEncoder", "MultiTaskNet", "apply",
+           "count_params", "matched_stl_width",
+           "create", "param_count"]

@@ -1,0 +1,156 @@
+"""A shared encoder with T one-logit heads, and its pure functional form.
+
+One network class serves both modes. A *run* trains one network on a *task
+group* (a [T] 0/1 mask): multi-task learning (MTL) is the group of all tasks,
+single-task learning (STL) is T runs with one task each. The heads of tasks
+outside a run's group receive exactly zero gradient and are excluded from its
+parameter count, so an STL run *is* an independent single-task network.
+
+    net = MultiTaskNet(model_cfg, image_shape, num_tasks, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(net, nnx.Param)
+    logits = apply(graphdef, params, images)          # [B, T]
+
+The pure `apply(graphdef, params, x)` is what the train step vmaps over runs
+and jit-shards over devices (the Flax gemma example's split/merge form).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mtljax.models.encoders import ENCODERS
+
+
+class MultiTaskNet(nnx.Module):
+  """Encoder → per-task heads (one logit each, optional hidden layer)."""
+
+  def __init__(self, *, encoder: str, width: int, depth: int, num_tasks: int,
+               image_shape, head_hidden: int = 0, dropout: float = 0.0,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    if encoder not in ENCODERS:
+      raise ValueError(f"model.encoder must be one of {sorted(ENCODERS)}; got "
+                       f"{encoder!r}")
+    self.encoder = ENCODERS[encoder](
+        tuple(image_shape), width=width, depth=depth, dropout=dropout,
+        dtype=dtype, rngs=rngs)
+    feat = self.encoder.out_features
+    self.num_tasks = num_tasks
+    self.head_hidden = head_hidden
+    init = nnx.initializers.lecun_normal()
+    # Per-task heads as stacked weights: head t only ever reads slice t, so T
+    # heads of [feat] → 1 are exactly T independent heads, in one matmul.
+    if head_hidden > 0:
+      self.hidden_w = nnx.Param(init(rngs.params(), (num_tasks, feat, head_hidden)))
+      self.hidden_b = nnx.Param(jnp.zeros((num_tasks, head_hidden)))
+      feat = head_hidden
+    self.out_w = nnx.Param(init(rngs.params(), (num_tasks, feat)))
+    self.out_b = nnx.Param(jnp.zeros((num_tasks,)))
+    self.dtype = dtype
+
+  def __call__(self, x, *, rng=None, deterministic=True):
+    h = self.encoder(x.astype(self.dtype), rng=rng, deterministic=deterministic)
+    if self.head_hidden > 0:
+      h = jnp.einsum("bf,tfh->bth", h, self.hidden_w[...].astype(h.dtype),
+                     preferred_element_type=jnp.float32)
+      h = jax.nn.relu(h + self.hidden_b[...])
+      logits = jnp.einsum("bth,th->bt", h, self.out_w[...]) + self.out_b[...]
+    else:
+      logits = jnp.einsum("bf,tf->bt", h, self.out_w[...].astype(h.dtype),
+                          preferred_element_type=jnp.float32) + self.out_b[...]
+    return logits.astype(jnp.float32)
+
+
+def create(model_cfg: Any, image_shape, num_tasks: int, key: jax.Array):
+  """Builds a network and splits it into (graphdef, params).
+
+  Args:
+    model_cfg: the config's `model` block (encoder, width, depth, head_hidden,
+      dropout, dtype).
+    image_shape: (H, W, C) of one input image.
+    num_tasks: T.
+    key: PRNG key for the initial parameters.
+
+  Returns:
+    (graphdef, params): the static structure and the parameters as a nested
+    dict of arrays.
+  """
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg.dtype]
+  net = MultiTaskNet(
+      encoder=model_cfg.encoder, width=model_cfg.width, depth=model_cfg.depth,
+      num_tasks=num_tasks, image_shape=image_shape,
+      head_hidden=model_cfg.head_hidden, dropout=model_cfg.dropout,
+      dtype=dtype, rngs=nnx.Rngs(params=key))
+  graphdef, state = nnx.split(net, nnx.Param)
+  # A plain nested dict of arrays: the friendliest pytree for optax, vmap,
+  # shardings and orbax. nnx.merge accepts it back directly.
+  return graphdef, nnx.to_pure_dict(state)
+
+
+def apply(graphdef, params, x, *, rng=None, deterministic=True):
+  """Pure forward pass: [B, H, W, C] images → [B, T] float32 logits."""
+  net = nnx.merge(graphdef, params)
+  return net(x, rng=rng, deterministic=deterministic)
+
+
+_HEAD_PARAMS = ("hidden_w", "hidden_b", "out_w", "out_b")
+
+
+def param_count(params, task_mask=None) -> int:
+  """Trainable parameters of one network, counting only heads in its group.
+
+  Args:
+    params: one run's parameter state (no leading runs axis).
+    task_mask: optional [T] 0/1 group mask; None counts all T heads.
+
+  Returns:
+    Encoder parameters + the parameters of the heads of tasks in the group.
+  """
+  total = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    shape = np.shape(leaf)
+    n = math.prod(shape)
+    if path[0].key in _HEAD_PARAMS and task_mask is not None:
+      frac = float(np.sum(task_mask)) / shape[0]  # heads are stacked on axis 0
+      n = int(round(n * frac))
+    total += n
+  return total
+
+
+def count_params(model_cfg: Any, image_shape, num_tasks: int,
+                 task_mask=None) -> int:
+  """Parameter count of a network built from `model_cfg`, without allocating.
+
+  Args:
+    model_cfg: the `model` config block.
+    image_shape: (H, W, C).
+    num_tasks: T.
+    task_mask: optional [T] group mask (None: all heads).
+  """
+  shapes = jax.eval_shape(
+      lambda k: create(model_cfg, image_shape, num_tasks, k)[1],
+      jax.random.key(0))
+  return param_count(shapes, task_mask)
+
+
+def matched_stl_width(model_cfg: Any, image_shape, num_tasks: int) -> int:
+  """The STL width whose T single-task networks ≈ one MTL network in size.
+
+  Returns the width w' minimising |T · params(w', one head) − params_MTL(w)|,
+  for parameter-matched comparisons (Caruana 1997; Standley et al. 2020).
+  """
+  target = count_params(model_cfg, image_shape, num_tasks)
+  one = np.eye(num_tasks)[0]
+  best, best_gap = 1, None
+  for w in range(1, model_cfg.width + 1):
+    cfg = model_cfg.copy_and_resolve_references()
+    cfg.width = w
+    gap = abs(num_tasks * count_params(cfg, image_shape, num_tasks, one) - target)
+    if best_gap is None or gap < best_gap:
+      best, best_gap = w, gap
+  return best
