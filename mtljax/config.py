@@ -38,8 +38,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.name = "experiment"             # experiment name, recorded in results.json
   c.seed = 0                        # first seed; runs use seed .. seed+num_seeds-1
   c.num_seeds = 3                   # seeds, vmapped: one compilation for all
-  c.modes = ("mtl", "stl")          # trained together in one program, paired by seed
-  c.arm_suffix = ""                 # results arm = mode[_suffix], e.g. "stl_matched"
+  # Arms trained side by side on the same batches (paired by seed): "mtl" (one
+  # shared encoder), "stl" (T single-task networks of the same width) and
+  # "stl_matched" (T single-task networks whose total size ≈ the MTL network).
+  c.modes = ("mtl", "stl")
+  c.arm_suffix = ""                 # results arm = mode + suffix, e.g. "mtl_negative"
   c.num_devices = 0                 # 0: all devices on the "data" mesh axis
 
   c.data = ml_collections.ConfigDict()
@@ -50,7 +53,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.label_fraction = (-1.0,)   # per task (or one value): kept fraction; -1: all
   c.data.label_budget = (-1,)       # per task (or one value): labelled examples; -1: all
   c.data.shuffle_tasks = ()         # task indices whose labels are shuffled (Caruana)
-  c.data.in_memory = True           # read the train split once into memory
+  c.data.split_sizes = ()           # (train, val, test) to build; (): the dataset's default
 
   c.model = ml_collections.ConfigDict()
   c.model.encoder = "cnn"           # "cnn" or "mlp"
@@ -59,7 +62,6 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.head_hidden = 0           # per-task hidden units in each head (0: linear)
   c.model.dropout = 0.0
   c.model.dtype = "float32"         # compute dtype: "float32" or "bfloat16"
-  c.model.stl_param_match = False   # stl only: width so T nets ≈ one MTL net's size
 
   c.loss = ml_collections.ConfigDict()
   c.loss.normalize = "per_example"  # "per_example" (seed), "per_label", "per_task"
@@ -88,7 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 _CHOICES = {
-    "modes": ("mtl", "stl"),
+    "modes": ("mtl", "stl", "stl_matched"),
     "model.encoder": ("cnn", "mlp"),
     "model.dtype": ("float32", "bfloat16"),
     "loss.normalize": ("per_example", "per_label", "per_task"),
@@ -202,9 +204,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if b < -1:
       raise ConfigError(f"config.data.label_budget values must be >= 0 (or -1 "
                         f"for all); got {b!r}")
-  if out.model.stl_param_match and tuple(out.modes) != ("stl",):
-    raise ConfigError("config.model.stl_param_match needs config.modes=('stl',); "
-                      f"got modes={out.modes!r}")
+  if out.data.split_sizes and (len(out.data.split_sizes) != 3
+                               or min(out.data.split_sizes) <= 0):
+    raise ConfigError("config.data.split_sizes must be () or three positive "
+                      f"sizes (train, validation, test); got "
+                      f"{out.data.split_sizes!r}")
+  if out.train.eval_every > out.train.steps:
+    raise ConfigError(f"config.train.eval_every={out.train.eval_every} exceeds "
+                      f"config.train.steps={out.train.steps}: no validation "
+                      "would run, so no checkpoint could be selected")
   if out.train.batch_size % max(out.num_devices, 1):
     raise ConfigError(f"config.train.batch_size={out.train.batch_size} is not "
                       f"divisible by config.num_devices={out.num_devices}")
@@ -247,17 +255,8 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
     *parents, leaf = key.split(".")
     for p in parents:
       node = node[p]
-    with out.unlocked() if hasattr(out, "unlocked") else _nullctx():
-      node[leaf] = _coerce(key, value, defaults[key])
+    node[leaf] = _coerce(key, value, defaults[key])
   return out
-
-
-class _nullctx:
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *a):
-    return False
 
 
 def _load_module(path: str):

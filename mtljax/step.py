@@ -138,7 +138,7 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
     ok = jnp.isfinite(loss) & _tree_all_finite(grads)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
     metrics = {"loss": loss, "task_loss": per_task,
-               "grad_norm": optax.global_norm(grads),
+               "grad_norm": optax.tree.norm(grads),
                "nonfinite": (~ok).astype(jnp.int32)}
     return keep(new_params, params), keep(new_opt_state, opt_state), metrics
 

@@ -1,0 +1,430 @@
+"""train_and_evaluate: the loop around the compiled step.
+
+    results = train_and_evaluate(config, workdir)
+
+Sections, in order: workdir and logging; mesh; input pipeline and evaluation
+splits; programs (arms × widths) with their models, optimizers and stacked
+states; checkpoint restore; the train loop (step, log, evaluate, select,
+checkpoint); final test evaluation of the best-by-validation parameters; and
+results.json.
+
+Guarantees a researcher can rely on:
+  * Pairing: every run of seed s (MTL, each STL network, each learning rate)
+    sees the same batches, the same label masks and the same initial weights.
+  * Exact resume: randomness is fold_in(key(seed), step) and the batch at step
+    k is a pure function of (seed, k), so a run killed at any point and started
+    again with the same command gives bit-identical results on CPU.
+  * Model selection on validation: each run keeps its best parameters by the
+    validation selection metric (Caruana 1997: MTL without early stopping often
+    looks worse than it is); test metrics are of those parameters only.
+  * Nothing is lost: checkpoints are atomic, a corrupt newest one falls back to
+    the previous, SIGTERM saves before exit, and a non-finite loss halts (or
+    is skipped, if configured) without touching the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mtljax import checkpoint as ckpt_lib
+from mtljax import config as config_lib
+from mtljax import data as data_lib
+from mtljax import evaluate
+from mtljax import parallel
+from mtljax import runs as runs_lib
+from mtljax import step as step_lib
+from mtljax import writers
+
+log = logging.getLogger("mtljax")
+
+# Fields that change how a run is displayed, not what it computes: a resume
+# with a different value of these is allowed.
+_COSMETIC = ("name", "data.data_dir", "train.progress", "train.log_every",
+             "arm_suffix")
+
+
+class NonFiniteError(RuntimeError):
+  """A NaN/inf loss or gradient under nonfinite_policy="halt"."""
+
+
+class Preempted(RuntimeError):
+  """SIGTERM received; a checkpoint was saved before stopping."""
+
+
+def fingerprint(config) -> str:
+  """Hash of every field that affects the computation (resume compatibility)."""
+  flat = config_lib._flatten(config)  # pylint: disable=protected-access
+  keep = {k: v for k, v in flat.items() if k not in _COSMETIC}
+  return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()
+                        ).hexdigest()[:16]
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise config_lib.ConfigError(
+        f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+
+
+def _per_task_values(field: str, values, num_tasks: int, names):
+  """-1 means 'all'; one value broadcasts; else exactly T values."""
+  if all(v == -1 for v in values):
+    return None
+  if len(values) not in (1, num_tasks):
+    raise config_lib.ConfigError(
+        f"config.{field} must have 1 or {num_tasks} values (tasks: "
+        f"{', '.join(names)}); got {len(values)}: {tuple(values)!r}")
+  return values[0] if len(values) == 1 else tuple(values)
+
+
+def _label_controls(config, spec) -> dict:
+  names, t = spec.task_names, len(spec.task_names)
+  frac = _per_task_values("data.label_fraction", config.data.label_fraction,
+                          t, names)
+  if frac is not None:
+    frac = (1.0 if frac == -1 else frac) if np.ndim(frac) == 0 else tuple(
+        1.0 if f == -1 else f for f in frac)
+  budget = _per_task_values("data.label_budget", config.data.label_budget, t,
+                            names)
+  if frac is not None and budget is not None:
+    raise config_lib.ConfigError(
+        "set config.data.label_fraction or config.data.label_budget, not both")
+  for k in config.data.shuffle_tasks:
+    if not 0 <= k < t:
+      raise config_lib.ConfigError(
+          f"config.data.shuffle_tasks has task index {k}; {spec.name} has "
+          f"tasks 0..{t - 1} ({', '.join(names)})")
+  return dict(label_fraction=frac, label_budget=budget,
+              shuffle_tasks=tuple(config.data.shuffle_tasks))
+
+
+def _update_best(state, scores, step):
+  """Keeps each run's parameters when its validation score improves."""
+  better = scores > state["best_score"]
+
+  def pick(new, old):
+    b = better.reshape(better.shape + (1,) * (new.ndim - better.ndim))
+    return jnp.where(b, new, old)
+
+  return dict(state,
+              best_params=jax.tree.map(pick, state["params"],
+                                       state["best_params"]),
+              best_score=jnp.where(better, scores, state["best_score"]),
+              best_step=jnp.where(better, step, state["best_step"]))
+
+
+class _Program:
+  """A runs_lib.Program with its compiled functions and device state."""
+
+  def __init__(self, prog, config, spec, seeds, mesh, tx):
+    self.prog = prog
+    graphdef, params = step_lib.init_params(
+        prog.model_cfg, spec.image_shape, len(spec.task_names), seeds,
+        prog.num_groups)
+    self.rep = parallel.replicated(mesh)
+    state = step_lib.init_state(params, tx)
+    s, g = len(seeds), prog.num_groups
+    state.update(best_params=jax.tree.map(jnp.copy, params),
+                 best_score=jnp.full((s, g), -jnp.inf, jnp.float32),
+                 best_step=jnp.zeros((s, g), jnp.int32))
+    self.state = jax.device_put(state, self.rep)
+    self.specs = jax.device_put(prog.specs(seeds), self.rep)
+    self.task_masks = np.asarray([gr.task_mask for gr in prog.groups])
+    self.step_fn = step_lib.make_train_step(
+        graphdef, tx, normalize=config.loss.normalize,
+        missing_policy=config.loss.missing_policy, mesh=mesh)
+    self.eval_fn = step_lib.make_eval_fn(graphdef, mesh)
+    self.update_best = jax.jit(_update_best, donate_argnums=(0,))
+    self.param_counts = runs_lib.group_param_counts(
+        prog, spec.image_shape, len(spec.task_names))
+
+  def abstract_state(self):
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.rep),
+        self.state)
+
+
+def _nonfinite_message(step, prog, metrics, task_names) -> str:
+  bad = np.argwhere(np.asarray(metrics["nonfinite"]) > 0)
+  s, g = bad[0]
+  group = prog.prog.groups[g]
+  task_loss = np.asarray(metrics["task_loss"])[s, g]
+  tasks = [task_names[t] for t in range(len(task_names))
+           if not np.isfinite(task_loss[t])]
+  where = (f"in the loss of task(s) {', '.join(tasks)}" if tasks
+           else "in the gradients")
+  return (f"non-finite value at step {step} {where} (arm {group.arm}, seed "
+          f"index {s}, learning rate {group.learning_rate:g}); "
+          f"{int(bad.shape[0])} run(s) affected. The update was not applied and "
+          "the last checkpoint is intact. Set config.train.nonfinite_policy="
+          "skip to skip such steps instead.")
+
+
+def _arm_means(prog, per_step: dict) -> dict:
+  out = {}
+  for arm in dict.fromkeys(g.arm for g in prog.prog.groups):
+    idx = [i for i, g in enumerate(prog.prog.groups) if g.arm == arm]
+    out[arm] = {k: float(np.mean(np.asarray(v)[:, idx]))
+                for k, v in per_step.items() if k in ("loss", "grad_norm")}
+  return out
+
+
+def train_and_evaluate(config, workdir: str, condition: dict | None = None
+                       ) -> dict:
+  """Trains every run of `config` and writes results.json to `workdir`.
+
+  Args:
+    config: an experiment config (validated again here).
+    workdir: output directory; an existing run in it is resumed.
+    condition: the sweep fields that define this point (recorded in results).
+
+  Returns:
+    The results dict (also written to workdir/results.json).
+
+  Raises:
+    ConfigError, DataError, CheckpointError: user errors, raised before any
+      compilation and without touching existing checkpoints or results.
+    NonFiniteError: a NaN/inf under nonfinite_policy="halt".
+    Preempted: SIGTERM arrived; a checkpoint was saved first.
+  """
+  # ---------------------------------------------------------- set up.
+  config = config_lib.validate(config)
+  parallel.maybe_initialize_distributed()
+  lead = jax.process_index() == 0
+  _check_workdir(workdir)
+  lock = ckpt_lib.WorkdirLock(workdir) if lead else None
+  if lock:
+    lock.__enter__()
+  try:
+    return _train(config, workdir, condition or {}, lead)
+  finally:
+    if lock:
+      lock.__exit__(None, None, None)
+
+
+def _train(config, workdir, condition, lead):
+  tc = config.train
+  # ---------------------------------------------------------- mesh.
+  ndev = config.num_devices or jax.device_count()
+  if ndev > jax.device_count():
+    raise config_lib.ConfigError(
+        f"config.num_devices={ndev} but only {jax.device_count()} devices exist")
+  if tc.batch_size % ndev:
+    raise config_lib.ConfigError(
+        f"config.train.batch_size={tc.batch_size} is not divisible by the "
+        f"{ndev} devices of the mesh")
+  mesh = parallel.make_mesh(ndev)
+
+  # ---------------------------------------------------------- data.
+  data_dir = config.data.data_dir or None
+  split_sizes = tuple(config.data.split_sizes) or None
+  spec = data_lib.dataset_spec(config.data.name)
+  controls = _label_controls(config, spec)
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  pipeline = data_lib.TrainPipeline(
+      config.data.name, seeds=seeds, global_batch_size=tc.batch_size,
+      data_dir=data_dir, split_sizes=split_sizes,
+      train_examples=None if config.data.train_examples < 0
+      else config.data.train_examples,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      **controls)
+  spec = data_lib.dataset_spec(config.data.name)
+  cap = None if config.data.eval_examples < 0 else config.data.eval_examples
+  splits = {}
+  for split in ("validation", "test"):
+    images, labels, mask = data_lib.eval_arrays(
+        config.data.name, split, data_dir=data_dir, split_sizes=split_sizes)
+    splits[split] = (images[:cap], labels[:cap], mask[:cap])
+
+  # ---------------------------------------------------------- programs.
+  task_names = list(pipeline.task_names)
+  tx = step_lib.make_optimizer(config.optimizer, tc.steps)
+  programs = [_Program(p, config, pipeline, seeds, mesh, tx)
+              for p in runs_lib.build_programs(config, pipeline.image_shape,
+                                               len(task_names))]
+  evaluators = {
+      split: [evaluate.Evaluator(p.eval_fn, *arrs, task_names, mesh)
+              for p in programs] for split, arrs in splits.items()}
+
+  # ---------------------------------------------------------- restore.
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                               keep=tc.keep_checkpoints,
+                               fingerprint=fingerprint(config))
+  abstract = {p.prog.name: p.abstract_state() for p in programs}
+  restored, meta = ckpt.restore_latest(abstract)
+  start = 0
+  if restored is not None:
+    for p in programs:
+      p.state = restored[p.prog.name]
+    start = int(meta["step"])
+    log.info("resuming %s from step %d", workdir, start)
+  out = writers.Writers(workdir, enabled=lead, start_step=start,
+                        progress=tc.progress, total=tc.steps)
+  if lead:
+    writers.write_json(os.path.join(workdir, "config.json"),
+                       config_lib.to_dict(config))
+    writers.write_json(os.path.join(workdir, "env.json"), writers.environment())
+
+  # ---------------------------------------------------------- train loop.
+  preempted = []
+  old_handler = None
+  if hasattr(signal, "SIGTERM") and _main_thread():
+    old_handler = signal.signal(signal.SIGTERM,
+                                lambda *_: preempted.append(True))
+
+  def save(step):
+    ckpt.save(step, {p.prog.name: p.state for p in programs},
+              {"task_names": task_names})
+
+  try:
+    pending: list[tuple[int, list[dict]]] = []
+    batches = pipeline.batches(start)
+    t_last, n_last = time.perf_counter(), start
+    for step in range(start, tc.steps):
+      if preempted:
+        save(step)
+        raise Preempted(f"SIGTERM at step {step}: checkpoint saved; run the "
+                        "same command again to resume")
+      batch = parallel.global_batch(next(batches), mesh)
+      step_metrics = []
+      for p in programs:
+        p.state, m = p.step_fn(p.state, p.specs, batch)
+        step_metrics.append(m)
+      pending.append((step, step_metrics))
+      done = step + 1
+      is_eval = done % tc.eval_every == 0 or done == tc.steps
+      is_ckpt = done % tc.checkpoint_every == 0 or done == tc.steps
+      if done % tc.log_every == 0 or is_eval or is_ckpt:
+        # The only host sync in the loop: metrics stay on device until here.
+        fetched = jax.device_get(pending)
+        pending = []
+        skipped = 0
+        for s_i, ms in fetched:
+          for p, m in zip(programs, ms):
+            if np.any(m["nonfinite"]):
+              if tc.nonfinite_policy == "halt":
+                raise NonFiniteError(_nonfinite_message(s_i, p, m, task_names))
+              skipped += int(np.sum(m["nonfinite"]))
+        now = time.perf_counter()
+        rate = (done - n_last) / max(now - t_last, 1e-9)
+        t_last, n_last = now, done
+        last = fetched[-1][1]
+        record = {"step": done, "kind": "train", "steps_per_sec": rate,
+                  "nonfinite_skipped": skipped, "arms": {}}
+        for p, m in zip(programs, last):
+          record["arms"].update(_arm_means(p, m))
+        out.log(record)
+      if is_eval:
+        record = {"step": done, "kind": "validation", "arms": {}}
+        for p, ev in zip(programs, evaluators["validation"]):
+          per_run = ev.metrics(p.state["params"])
+          scores = evaluate.selection_scores(per_run, p.task_masks,
+                                             tc.selection_metric)
+          p.state = p.update_best(p.state, jax.device_put(
+              scores.astype(np.float32), p.rep), jnp.int32(done))
+          record["arms"].update(_val_arm_means(p, per_run))
+        out.log(record)
+      if is_ckpt:
+        save(done)
+      out.progress(done)
+  finally:
+    if old_handler is not None:
+      signal.signal(signal.SIGTERM, old_handler)
+    out.close()
+
+  # ---------------------------------------------------------- results.
+  results = {
+      "schema_version": 1, "experiment": config.name, "condition": condition,
+      "dataset": {"name": config.data.name, "task_names": task_names},
+      "selection_metric": tc.selection_metric,
+      "config": config_lib.to_dict(config), "env": writers.environment(),
+      "runs": []}
+  for i, p in enumerate(programs):
+    best = p.state["best_params"]
+    val = evaluators["validation"][i].metrics(best)
+    test = evaluators["test"][i].metrics(best)
+    best_step = np.asarray(p.state["best_step"])
+    results["runs"].extend(_run_entries(p, seeds, val, test, best_step,
+                                        task_names))
+  if lead:
+    writers.write_json(os.path.join(workdir, "results.json"), results)
+  ckpt.close()
+  return results
+
+
+def _main_thread() -> bool:
+  import threading  # pylint: disable=g-import-not-at-top
+  return threading.current_thread() is threading.main_thread()
+
+
+def _val_arm_means(p, per_run) -> dict:
+  out = {}
+  for arm in dict.fromkeys(g.arm for g in p.prog.groups):
+    idx = [i for i, g in enumerate(p.prog.groups) if g.arm == arm]
+    vals = []
+    for runs in per_run:
+      for g in idx:
+        tasks = p.prog.groups[g].tasks
+        names = list(runs[g]["per_task"])
+        vals += [runs[g]["per_task"][names[t]]["auc"] for t in tasks]
+    out[arm] = {"auc": float(np.nanmean(vals)) if vals else float("nan")}
+  return out
+
+
+def _combine(metric_dicts: list[dict], tasks: list[int], names) -> dict:
+  """One task_metrics dict whose task t comes from metric_dicts[i] (tasks[i])."""
+  per_task = {names[t]: metric_dicts[i]["per_task"][names[t]]
+              for i, t in enumerate(tasks)}
+  keys = next(iter(per_task.values())).keys()
+  mean = {}
+  for k in keys:
+    v = np.asarray([per_task[n][k] for n in per_task], np.float64)
+    mean[k] = float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
+  return {"per_task": per_task, "mean": mean}
+
+
+def _run_entries(p, seeds, val, test, best_step, names) -> list[dict]:
+  """results.json run entries: one per (arm, seed, learning rate).
+
+  An STL entry gathers the T single-task networks of one seed and rate: task
+  t's metrics come from network t, and its parameter count is their sum.
+  """
+  entries = []
+  groups = p.prog.groups
+  keys = dict.fromkeys((g.arm, g.mode, g.learning_rate) for g in groups)
+  for arm, mode, lr in keys:
+    idx = [i for i, g in enumerate(groups)
+           if (g.arm, g.mode, g.learning_rate) == (arm, mode, lr)]
+    for s, seed in enumerate(seeds):
+      if mode == "mtl":
+        (g,) = idx
+        tasks = list(range(len(names)))
+        v, te = val[s][g], test[s][g]
+        steps = [int(best_step[s, g])] * len(names)
+      else:
+        tasks = [groups[g].tasks[0] for g in idx]
+        v = _combine([val[s][g] for g in idx], tasks, names)
+        te = _combine([test[s][g] for g in idx], tasks, names)
+        steps = [int(best_step[s, g]) for g in idx]
+      entries.append({
+          "arm": arm, "mode": mode, "seed": int(seed), "learning_rate": lr,
+          "width": int(p.prog.model_cfg.width),
+          "param_count": int(sum(p.param_counts[g] for g in idx)),
+          "best_step": steps, "val": v, "test": te})
+  return entries

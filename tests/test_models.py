@@ -1,0 +1,62 @@
+"""Model shapes, parameter counts and both modes' networks."""
+
+import jax
+import numpy as np
+import pytest
+
+from mtljax import models
+from mtljax import runs
+from mtljax import config as config_lib
+from tests.helpers import tiny_model_cfg
+
+
+def test_mlp_logits_shape_and_param_counts():
+  cfg = tiny_model_cfg("mlp", width=8, depth=2)
+  graphdef, params = models.create(cfg, (2, 2, 3), 4, jax.random.key(0))
+  logits = models.apply(graphdef, params, np.zeros((5, 2, 2, 3), np.float32))
+  assert logits.shape == (5, 4) and logits.dtype == np.float32
+  encoder = (12 * 8 + 8) + (8 * 8 + 8)
+  head = 8 + 1
+  assert models.param_count(params) == encoder + 4 * head  # MTL
+  one = np.eye(4)[2]
+  assert models.param_count(params, one) == encoder + head  # one STL network
+  assert models.count_params(cfg, (2, 2, 3), 4) == encoder + 4 * head
+
+
+def test_cnn_width_scales_channels():
+  small = models.count_params(tiny_model_cfg("cnn", 4, 3), (8, 8, 3), 4)
+  large = models.count_params(tiny_model_cfg("cnn", 8, 3), (8, 8, 3), 4)
+  # Conv weights dominate and scale ~width^2.
+  assert 3.0 < large / small < 4.2
+  graphdef, params = models.create(tiny_model_cfg("cnn", 4, 3), (8, 8, 3), 4,
+                                   jax.random.key(0))
+  assert models.apply(graphdef, params,
+                      np.zeros((3, 8, 8, 3), np.float32)).shape == (3, 4)
+
+
+def test_programs_and_param_matched_width():
+  cfg = config_lib.default_config()
+  cfg.model = tiny_model_cfg("mlp", width=32, depth=2)
+  cfg.modes = ("mtl", "stl", "stl_matched")
+  cfg.optimizer.learning_rates = (1e-3, 1e-2)
+  progs = runs.build_programs(cfg, (2, 2, 3), 4)
+  assert [p.model_cfg.width for p in progs][0] == 32
+  same = progs[0]
+  assert [g.arm for g in same.groups].count("mtl") == 2          # 1 group × 2 lr
+  assert [g.arm for g in same.groups].count("stl") == 8          # 4 tasks × 2 lr
+  matched = progs[1]
+  counts = runs.group_param_counts(matched, (2, 2, 3), 4)
+  mtl = models.count_params(cfg.model, (2, 2, 3), 4)
+  total = sum(counts[::2])  # one learning rate: 4 networks
+  # The matched STL width puts 4 networks within one width step of one MTL.
+  assert abs(total - mtl) / mtl < 0.25
+  specs = same.specs([0, 1, 2])
+  assert specs["task_mask"].shape == (3, 10, 4)
+  assert specs["seed"][:, 0].tolist() == [0, 1, 2]
+
+
+def test_unknown_encoder_raises():
+  cfg = tiny_model_cfg()
+  cfg.encoder = "transformer"
+  with pytest.raises(ValueError, match="model.encoder"):
+    models.create(cfg, (2, 2, 3), 4, jax.random.key(0))
