@@ -65,7 +65,10 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.normalize = "per_example"  # "per_example" (seed), "per_label", "per_task"
-  c.loss.missing_policy = "mask"    # "mask" (seed), "negative", "drop"
+  # How "?" labels are treated; each policy is a separate arm trained side by
+  # side ("mask": the seed's rule; "negative": "?" = 0; "drop": drop examples
+  # with any "?"). Arms other than "mask" are named e.g. "mtl_negative".
+  c.loss.missing_policies = ("mask",)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"         # "adam", "adamw", "sgd"
@@ -94,7 +97,7 @@ _CHOICES = {
     "model.encoder": ("cnn", "mlp"),
     "model.dtype": ("float32", "bfloat16"),
     "loss.normalize": ("per_example", "per_label", "per_task"),
-    "loss.missing_policy": ("mask", "negative", "drop"),
+    "loss.missing_policies": ("mask", "negative", "drop"),
     "optimizer.name": ("adam", "adamw", "sgd"),
     "optimizer.schedule": ("constant", "cosine", "warmup_cosine"),
     "train.selection_metric": ("auc", "ap", "acc", "loss"),
@@ -188,6 +191,10 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   for key in _NON_NEGATIVE:
     if flat[key] < 0:
       raise ConfigError(f"config.{key} must be >= 0; got {flat[key]!r}")
+  if not out.loss.missing_policies or len(set(out.loss.missing_policies)) != len(
+      out.loss.missing_policies):
+    raise ConfigError("config.loss.missing_policies must be non-empty without "
+                      f"duplicates; got {out.loss.missing_policies!r}")
   if not out.modes:
     raise ConfigError("config.modes is empty: give at least one of ('mtl', 'stl')")
   if len(set(out.modes)) != len(out.modes):

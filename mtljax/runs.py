@@ -25,6 +25,9 @@ import numpy as np
 
 from mtljax import models
 
+# Order defines the integer code a run's spec carries (see step.py).
+MISSING_POLICIES = ("mask", "negative", "drop")
+
 
 @dataclasses.dataclass(frozen=True)
 class Group:
@@ -35,11 +38,13 @@ class Group:
     mode: "mtl" or "stl".
     task_mask: [T] tuple of 0/1.
     learning_rate: this run's (peak) learning rate.
+    missing_policy: how the run treats "?" labels (step.MISSING_POLICIES).
   """
   arm: str
   mode: str
   task_mask: tuple
   learning_rate: float
+  missing_policy: str = "mask"
 
   @property
   def tasks(self) -> list[int]:
@@ -63,18 +68,25 @@ class Program:
     seed = np.broadcast_to(np.asarray(seeds, np.int32)[:, None], (s, g))
     mask = np.asarray([gr.task_mask for gr in self.groups], np.float32)
     lr = np.asarray([gr.learning_rate for gr in self.groups], np.float32)
+    policy = np.asarray([MISSING_POLICIES.index(gr.missing_policy)
+                         for gr in self.groups], np.int32)
     return {"seed": np.array(seed),
             "task_mask": np.broadcast_to(mask, (s,) + mask.shape).copy(),
-            "learning_rate": np.broadcast_to(lr, (s, g)).copy()}
+            "learning_rate": np.broadcast_to(lr, (s, g)).copy(),
+            "missing_policy": np.broadcast_to(policy, (s, g)).copy()}
 
 
-def _groups(arm: str, mode: str, num_tasks: int, lrs) -> list[Group]:
+def _groups(arm: str, mode: str, num_tasks: int, lrs, policies) -> list[Group]:
   if mode == "mtl":
     masks = [(1,) * num_tasks]
   else:
     masks = [tuple(int(t == k) for t in range(num_tasks))
              for k in range(num_tasks)]
-  return [Group(arm, mode, m, float(lr)) for m in masks for lr in lrs]
+  out = []
+  for policy in policies:
+    name = arm if policy == "mask" else f"{arm}_{policy}"
+    out += [Group(name, mode, m, float(lr), policy) for m in masks for lr in lrs]
+  return out
 
 
 def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
@@ -94,12 +106,13 @@ def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
   by_width: dict[int, list[Group]] = {}
   for mode in config.modes:
     arm = mode + config.arm_suffix
+    policies = config.loss.missing_policies
     if mode == "stl_matched":
       width = models.matched_stl_width(config.model, image_shape, num_tasks)
-      groups = _groups(arm, "stl", num_tasks, lrs)
+      groups = _groups(arm, "stl", num_tasks, lrs, policies)
     else:
       width = config.model.width
-      groups = _groups(arm, mode, num_tasks, lrs)
+      groups = _groups(arm, mode, num_tasks, lrs, policies)
     by_width.setdefault(width, []).extend(groups)
   programs = []
   for width, groups in by_width.items():

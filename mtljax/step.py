@@ -29,8 +29,8 @@ from jax.sharding import Mesh
 from mtljax import losses
 from mtljax import models
 from mtljax import parallel
+from mtljax.runs import MISSING_POLICIES
 
-MISSING_POLICIES = ("mask", "negative", "drop")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 
@@ -63,49 +63,54 @@ def make_optimizer(opt_cfg: Any, total_steps: int) -> optax.GradientTransformati
   return optax.chain(*parts)
 
 
-def apply_missing_policy(labels, mask, policy: str):
+def apply_missing_policy(labels, mask, policy):
   """How a run treats "?" labels (the missing-labels ablation).
 
   Args:
-    labels: [B, T] 0/1 labels (0 where missing).
+    labels: [B, T] 0/1 labels (values under mask=False are ignored).
     mask: [B, T] bool observed-label mask.
     policy: "mask" (the seed's rule: skip "?"), "negative" ("?" counts as a
-      0 label) or "drop" (drop every example with any "?").
+      0 label) or "drop" (drop every example with any "?"); or its index in
+      MISSING_POLICIES as a (traced) integer, so that runs with different
+      policies can share one vmapped step.
 
   Returns:
     (labels, mask, example_weight): example_weight [B] is 1 for examples that
     count towards the per-example normaliser.
   """
-  ones = jnp.ones(mask.shape[:1], jnp.float32)
-  if policy == "mask":
-    return labels, mask, ones
-  if policy == "negative":
-    return jnp.where(mask, labels, 0), jnp.ones_like(mask), ones
-  if policy == "drop":
-    keep = mask.all(axis=-1)
-    return labels, mask & keep[:, None], keep.astype(jnp.float32)
-  raise ValueError(f"loss.missing_policy must be one of {MISSING_POLICIES}; got "
-                   f"{policy!r}")
+  if isinstance(policy, str):
+    if policy not in MISSING_POLICIES:
+      raise ValueError(f"loss.missing_policy must be one of {MISSING_POLICIES};"
+                       f" got {policy!r}")
+    policy = MISSING_POLICIES.index(policy)
+  keep = mask.all(axis=-1)
+  labels = jnp.where(mask, labels, 0)
+  negative = policy == 1
+  drop = policy == 2
+  eff_mask = jnp.where(negative, True, mask & jnp.where(drop, keep, True)[:, None])
+  weight = jnp.where(drop, keep.astype(jnp.float32), 1.0)
+  return labels, eff_mask, weight
 
 
 def run_loss(graphdef, params, spec, batch, rng, *, normalize: str,
-             missing_policy: str, deterministic: bool = False):
+             deterministic: bool = False):
   """One run's loss on one batch, restricted to the run's task group.
 
   Returns:
     (loss, per_task_loss [T]).
   """
   labels, mask, weight = apply_missing_policy(batch["labels"], batch["mask"],
-                                              missing_policy)
+                                              spec["missing_policy"])
   # The task group enters only through the mask: tasks outside the group get
   # exactly zero loss and gradient, so the run *is* a network for its group.
   mask = mask & (spec["task_mask"] > 0)
   logits = models.apply(graphdef, params, batch["image"], rng=rng,
                         deterministic=deterministic)
   loss = losses.masked_sigmoid_cross_entropy(logits, labels, mask, normalize)
-  if missing_policy == "drop" and normalize == "per_example":
+  if normalize == "per_example":
     # (1/m) over the examples kept, not over the batch: dropping examples must
-    # not also shrink the effective learning rate.
+    # not also shrink the effective learning rate. (weight is all ones unless
+    # the run drops examples, and then this is a no-op for other policies.)
     loss = loss * weight.shape[0] / jnp.maximum(weight.sum(), 1.0)
   per_task = losses.masked_sigmoid_cross_entropy_per_task(logits, labels, mask)
   return loss, per_task
@@ -117,7 +122,7 @@ def _tree_all_finite(tree) -> jax.Array:
 
 
 def make_run_step(graphdef, tx: optax.GradientTransformation, *,
-                  normalize: str, missing_policy: str) -> Callable:
+                  normalize: str) -> Callable:
   """The step for ONE run: (params, opt_state, spec, batch, step) -> ...
 
   A non-finite loss or gradient leaves the run's params and optimizer state
@@ -128,8 +133,7 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
     rng = jax.random.fold_in(jax.random.key(spec["seed"]), step)
 
     def loss_fn(p):
-      return run_loss(graphdef, p, spec, batch, rng, normalize=normalize,
-                      missing_policy=missing_policy)
+      return run_loss(graphdef, p, spec, batch, rng, normalize=normalize)
 
     (loss, per_task), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, new_opt_state = tx.update(grads, opt_state, params)
@@ -156,15 +160,14 @@ def vmap_runs(run_step: Callable) -> Callable:
   return jax.vmap(inner, in_axes=(0, 0, 0, 0, None))
 
 
-def make_train_step(graphdef, tx, *, normalize: str, missing_policy: str,
-                    mesh: Mesh, donate: bool = True) -> Callable:
+def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
+                    donate: bool = True) -> Callable:
   """The compiled, data-parallel step over all runs.
 
   Args:
     graphdef: the network's static structure.
     tx: optimizer from make_optimizer.
     normalize: loss normalisation (see losses.py).
-    missing_policy: see apply_missing_policy.
     mesh: device mesh with a "data" axis.
     donate: donate the state buffers (in-place update).
 
@@ -173,8 +176,7 @@ def make_train_step(graphdef, tx, *, normalize: str, missing_policy: str,
     "step" (scalar), "params" and "opt_state" (leading [S, G] axes); `batch`
     leaves are [S, B, ...] with B split over the mesh.
   """
-  run_step = make_run_step(graphdef, tx, normalize=normalize,
-                           missing_policy=missing_policy)
+  run_step = make_run_step(graphdef, tx, normalize=normalize)
   stepped = vmap_runs(run_step)
 
   def step_fn(state, specs, batch):

@@ -147,8 +147,7 @@ class _Program:
     self.specs = jax.device_put(prog.specs(seeds), self.rep)
     self.task_masks = np.asarray([gr.task_mask for gr in prog.groups])
     self.step_fn = step_lib.make_train_step(
-        graphdef, tx, normalize=config.loss.normalize,
-        missing_policy=config.loss.missing_policy, mesh=mesh)
+        graphdef, tx, normalize=config.loss.normalize, mesh=mesh)
     self.eval_fn = step_lib.make_eval_fn(graphdef, mesh)
     self.update_best = jax.jit(_update_best, donate_argnums=(0,))
     self.param_counts = runs_lib.group_param_counts(

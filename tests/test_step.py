@@ -20,14 +20,14 @@ def setup(modes=("mtl", "stl"), seeds=(0, 1), lrs=(1e-2,), dropout=0.0,
   cfg = config_lib.default_config()
   cfg.model = tiny_model_cfg("mlp", 8, 2, dropout=dropout)
   cfg.modes, cfg.optimizer.learning_rates = modes, lrs
+  cfg.loss.missing_policies = (missing_policy,)
   (prog,) = runs.build_programs(cfg, SHAPE, T)
   tx = step_lib.make_optimizer(cfg.optimizer, 10)
   graphdef, params = step_lib.init_params(cfg.model, SHAPE, T, seeds,
                                           prog.num_groups)
   mesh = parallel.make_mesh(num_devices)
   fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
-                                missing_policy=missing_policy, mesh=mesh,
-                                donate=False)
+                                mesh=mesh, donate=False)
   state = step_lib.init_state(params, tx)
   return prog, fn, state, prog.specs(list(seeds)), mesh
 
@@ -141,3 +141,23 @@ def test_learning_rate_scaling_equals_optax_rate():
   u, _ = tx.update(g, tx.init(p), p)
   r, _ = ref.update(g, ref.init(p), p)
   np.testing.assert_allclose(3e-3 * u["w"], r["w"], rtol=1e-6)
+
+
+def test_missing_policies_differ_and_drop_equals_mask_on_complete_examples():
+  b = fake_batch(3, 1, 64, p_obs=0.8)
+  mesh = parallel.make_mesh(1)
+  losses_by_policy = {}
+  for policy in ("mask", "negative", "drop"):
+    _, fn, st, specs, _ = setup(modes=("mtl",), seeds=(0,),
+                                missing_policy=policy)
+    _, m = fn(st, specs, parallel.global_batch(b, mesh))
+    losses_by_policy[policy] = float(np.asarray(m["loss"])[0, 0])
+  assert len(set(losses_by_policy.values())) == 3
+  # "drop" is the masked loss on the examples without any "?".
+  keep = b["mask"][0].all(-1)
+  assert 5 < keep.sum() < 60
+  complete = {k: v[:, keep] for k, v in b.items()}
+  _, fn, st, specs, _ = setup(modes=("mtl",), seeds=(0,))
+  _, m = fn(st, specs, parallel.global_batch(complete, mesh))
+  np.testing.assert_allclose(losses_by_policy["drop"],
+                             float(np.asarray(m["loss"])[0, 0]), rtol=1e-5)
