@@ -211,6 +211,13 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if b < -1:
       raise ConfigError(f"config.data.label_budget values must be >= 0 (or -1 "
                         f"for all); got {b!r}")
+  if not 0.0 <= out.model.dropout < 1.0:
+    raise ConfigError(f"config.model.dropout must be in [0, 1); got "
+                      f"{out.model.dropout!r}")
+  for k in out.data.shuffle_tasks:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+      raise ConfigError("config.data.shuffle_tasks must hold task indices "
+                        f"(integers >= 0); got {out.data.shuffle_tasks!r}")
   if out.data.split_sizes and (len(out.data.split_sizes) != 3
                                or min(out.data.split_sizes) <= 0):
     raise ConfigError("config.data.split_sizes must be () or three positive "

@@ -31,11 +31,15 @@ not silently reused.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import inspect
 import os
 import time
 from typing import Callable, Mapping, Sequence
 
+from absl import logging as absl_logging
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -203,6 +207,14 @@ class _ProceduralBuilder(tfds.core.GeneratorBasedBuilder,
   TASK_NAMES: tuple[str, ...] = ()
   CHUNK_SIZE = 1000  # The generator's chunk size (for prefix stability).
 
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # TFDS's default locates the module via `importlib_resources`, an optional
+    # dependency of etils that may be missing; the plain file path is enough
+    # (it is only used to look for a download checksums file, which we lack).
+    return epath.Path(inspect.getfile(cls))
+
   def _image_shape(self) -> tuple[int, int, int]:
     raise NotImplementedError
 
@@ -328,13 +340,32 @@ def get_builder(name: str, data_dir=None, split_sizes=None,
                                  missing_rate=rate)
   path = resolve_data_dir(data_dir)
   _check_dir(path, write=False)
-  return cls(data_dir=path, config=config, file_format="array_record")
+  with _quiet_absl():  # "Using custom data configuration": expected here.
+    return cls(data_dir=path, config=config, file_format="array_record")
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """Silences absl INFO/WARNING lines that TFDS logs for normal operation."""
+  level = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(level)
+
+
+def _prepared(builder: tfds.core.DatasetBuilder) -> bool:
+  # TFDS writes dataset_info.json last, after renaming the finished build into
+  # place (`builder.is_prepared()` checks the same, but logs a warning when
+  # the answer is no).
+  return os.path.isfile(os.path.join(builder.data_dir, "dataset_info.json"))
 
 
 def is_built(name: str, data_dir=None, split_sizes=None,
              missing_rate: float = 0.0) -> bool:
   """Whether the dataset at these sizes is already built in the data dir."""
-  return get_builder(name, data_dir, split_sizes, missing_rate).is_prepared()
+  return _prepared(get_builder(name, data_dir, split_sizes, missing_rate))
 
 
 def build(name: str, data_dir=None, split_sizes=None,
@@ -357,7 +388,7 @@ def build(name: str, data_dir=None, split_sizes=None,
   """
   spec = dataset_spec(name, split_sizes)
   builder = get_builder(name, data_dir, split_sizes, missing_rate)
-  if builder.is_prepared():
+  if _prepared(builder):
     return spec
   _check_dir(builder.data_dir_root, write=True)
   sizes = "/".join(str(n) for n in spec.split_sizes.values())
@@ -368,11 +399,12 @@ def build(name: str, data_dir=None, split_sizes=None,
   progress = tfds.core.utils.tqdm_utils._active  # pylint: disable=protected-access
   tfds.display_progress_bar(False)  # Our one log line replaces TFDS's bars.
   try:
-    builder.download_and_prepare(file_format="array_record")
+    with _quiet_absl():
+      builder.download_and_prepare(file_format="array_record")
   except Exception:
     # Another process may have finished the same build concurrently (TFDS
     # writes to a temporary dir and renames it): then the data is fine.
-    if not get_builder(name, data_dir, split_sizes, missing_rate).is_prepared():
+    if not _prepared(builder):
       raise
   finally:
     tfds.display_progress_bar(progress)

@@ -1,0 +1,30 @@
+"""E4: missing labels. The seed's rule (sum only over observed labels) against
+treating "?" as negative and against dropping every example with any "?".
+
+30-70% of the training labels are "?". The three policies are arms of one
+program (paired by seed); the report compares each with the masked loss.
+
+    mtljax sweep --config experiments/e4_missing_labels.py:quick --workdir w/e4
+"""
+
+from mtljax import presets
+
+
+def get_config(arg=None):
+  v = presets.parse_arg(arg)
+  c = presets.base(v)
+  c.name = "e4_missing_labels"
+  c.data.name = "mtl_scenes"
+  c.modes = ("mtl",)
+  c.loss.missing_policies = ("mask", "negative", "drop")
+  c.model.encoder = "cnn"
+  c.model.width = 8 if v.name != "full" else 16
+  c.data.train_examples = {"smoke": 600, "quick": 10000, "full": 50000}[v.name]
+  c.data.label_fraction = (0.5,)
+  return c
+
+
+def get_sweep(h, arg=None):
+  v = presets.parse_arg(arg)
+  kept = {"smoke": [0.5], "quick": [0.5], "full": [0.7, 0.5, 0.3]}[v.name]
+  return h.sweep("data.label_fraction", [(k,) for k in kept])

@@ -1,0 +1,79 @@
+"""Shared scales for the experiment configs: smoke, quick and full.
+
+Every experiment in `experiments/` starts from `base(variant)` so that the
+three scales mean the same thing everywhere::
+
+    def get_config(arg=None):
+      v = parse_arg(arg)                 # "quick" | "full" | "smoke" (+ k=v)
+      c = base(v)
+      c.name = "e1_mtl_vs_stl"
+      ...
+
+  * smoke: a few steps on tiny splits; keeps the whole path tested in CI.
+  * quick: the README's main command; every experiment in a couple of minutes
+    on 2 CPU cores, 5 seeds.
+  * full:  the study behind docs/RESULTS.md, 10 seeds.
+
+The learning-rate grid is the same for every arm of an experiment (the equal
+tuning budget) and each arm's rate is picked on validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mtljax import config as config_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """Scale of an experiment run."""
+  name: str
+  num_seeds: int
+  steps: int
+  eval_every: int
+  batch_size: int
+  learning_rates: tuple
+  split_sizes: tuple          # (train, val, test) built for this scale
+  eval_examples: int
+
+
+VARIANTS = {
+    "smoke": Variant("smoke", num_seeds=2, steps=6, eval_every=3,
+                     batch_size=16, learning_rates=(3e-3,),
+                     split_sizes=(600, 200, 200), eval_examples=200),
+    "quick": Variant("quick", num_seeds=5, steps=300, eval_every=50,
+                     batch_size=64, learning_rates=(1e-3, 3e-3),
+                     split_sizes=(10000, 2000, 2000), eval_examples=2000),
+    "full": Variant("full", num_seeds=10, steps=1500, eval_every=150,
+                    batch_size=128, learning_rates=(3e-4, 1e-3, 3e-3),
+                    split_sizes=(), eval_examples=-1),
+}
+
+
+def parse_arg(arg: str | None) -> Variant:
+  """"quick" (default), "full" or "smoke" → its Variant.
+
+  Raises:
+    ConfigError: an unknown variant name.
+  """
+  name = (arg or "quick").strip()
+  if name not in VARIANTS:
+    raise config_lib.ConfigError(
+        f"unknown config variant {name!r}; expected one of {sorted(VARIANTS)}")
+  return VARIANTS[name]
+
+
+def base(v: Variant):
+  """default_config() at the scale of variant `v`."""
+  c = config_lib.default_config()
+  c.num_seeds = v.num_seeds
+  c.train.steps = v.steps
+  c.train.eval_every = v.eval_every
+  c.train.log_every = max(1, min(50, v.steps // 5))
+  c.train.checkpoint_every = v.steps // 2 if v.name != "smoke" else 3
+  c.train.batch_size = v.batch_size
+  c.optimizer.learning_rates = v.learning_rates
+  c.data.split_sizes = v.split_sizes
+  c.data.eval_examples = v.eval_examples
+  return c

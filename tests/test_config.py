@@ -1,0 +1,76 @@
+"""Config loading, overrides, validation errors and sweeps."""
+
+import os
+
+import pytest
+
+from mtljax import config as config_lib
+
+E1 = os.path.join(os.path.dirname(__file__), "..", "experiments",
+                  "e1_mtl_vs_stl.py")
+
+
+def test_load_variant_and_override():
+  cfg = config_lib.load_config(f"{E1}:smoke", ["model.width=5",
+                                               "optimizer.learning_rates=(1e-3,2e-3)"])
+  assert cfg.model.width == 5
+  assert cfg.optimizer.learning_rates == (1e-3, 2e-3)
+  assert cfg.modes == ("mtl", "stl", "stl_matched")
+
+
+@pytest.mark.parametrize("override, match", [
+    ("model.widht=4", "unknown config field 'model.widht'.*did you mean 'model.width'"),
+    ("model.width=0", "config.model.width must be > 0; got 0"),
+    ("model.width=-3", "config.model.width must be > 0"),
+    ("optimizer.learning_rates=(0.0,)", "learning_rates.*> 0"),
+    ("optimizer.learning_rates=()", "learning_rates must be non-empty"),
+    ("modes=()", "config.modes is empty"),
+    ("modes=('mtl','joint')", "config.modes='joint' is not one of"),
+    ("model.width=wide", "config.model.width must be an integer; got 'wide'"),
+    ("data.label_fraction=(1.5,)", "label_fraction.*1.5"),
+    ("train.batch_size=10", None),
+    ("num_devices=3", "batch_size=16 is not divisible by config.num_devices=3"),
+    ("data.split_sizes=(10,10)", "split_sizes must be"),
+    ("train.eval_every=100", "eval_every=100 exceeds"),
+    ("loss.missing_policies=('mask','mask')", "missing_policies"),
+    ("bogus", "must look like key=value"),
+])
+def test_validation_errors_name_field_and_value(override, match):
+  if match is None:
+    config_lib.load_config(f"{E1}:smoke", [override])
+    return
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.load_config(f"{E1}:smoke", [override])
+
+
+def test_bad_variant_and_missing_file():
+  with pytest.raises(config_lib.ConfigError, match="unknown config variant 'fast'"):
+    config_lib.load_config(f"{E1}:fast")
+  with pytest.raises(config_lib.ConfigError, match="config file not found"):
+    config_lib.load_config("experiments/nope.py")
+
+
+def test_sweep_points_and_names():
+  points = config_lib.load_sweep(f"{E1}:quick")
+  assert points == [{"data.train_examples": 1000},
+                    {"data.train_examples": 10000}]
+  assert config_lib.point_name(points[0]) == "train_examples=1000"
+  h = config_lib.Hyper()
+  grid = h.product([h.sweep("model.width", [1, 2]),
+                    h.sweep("seed", [0, 10, 20])])
+  assert len(grid) == 6
+  z = h.zip([h.sweep("model.width", [1, 2]), h.sweep("seed", [0, 10])])
+  assert z == [{"model.width": 1, "seed": 0}, {"model.width": 2, "seed": 10}]
+  with pytest.raises(config_lib.ConfigError, match="equal-length"):
+    h.zip([h.sweep("model.width", [1, 2]), h.sweep("seed", [0])])
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(
+    os.path.join(os.path.dirname(__file__), "..", "experiments"))))
+def test_every_experiment_and_sweep_validates(name):
+  if not name.endswith(".py"):
+    return
+  path = os.path.join(os.path.dirname(E1), name)
+  for variant in ("smoke", "quick", "full"):
+    config_lib.load_config(f"{path}:{variant}")
+    assert config_lib.load_sweep(f"{path}:{variant}")
