@@ -89,6 +89,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.selection_metric = "auc"  # "auc", "ap", "acc" (higher) or "loss" (lower)
   c.train.nonfinite_policy = "halt"  # "halt" or "skip"
   c.train.progress = "auto"         # "auto" (bar on a tty), "bar", "log", "none"
+  # How the [seeds, groups] runs are mapped in the step: "vmap" (one batched
+  # program), "unroll" (R copies in one jit; faster for convs on XLA:CPU) or
+  # "auto" (unroll for cnn on CPU, else vmap). Results are the same.
+  c.train.run_map = "auto"
   return c
 
 
@@ -103,6 +107,7 @@ _CHOICES = {
     "train.selection_metric": ("auc", "ap", "acc", "loss"),
     "train.nonfinite_policy": ("halt", "skip"),
     "train.progress": ("auto", "bar", "log", "none"),
+    "train.run_map": ("auto", "vmap", "unroll"),
 }
 _POSITIVE = ("num_seeds", "model.width", "model.depth", "train.batch_size",
              "train.steps", "train.eval_every", "train.log_every",

@@ -83,10 +83,12 @@ def paired_diff(a: Sequence[float], b: Sequence[float],
          "p_wilcoxon": float("nan"), "n": n, "wins": int((d > 0).sum()),
          "losses": int((d < 0).sum()), "ties": int((d == 0).sum())}
   if n >= 2:
-    if np.all(d == d[0]):
-      # Zero spread: the t statistic is 0/0 or ±inf; scipy returns NaN with a
-      # warning. The limits are p=1 (no difference) and p=0 (a constant one).
-      out["p_value"] = 1.0 if d[0] == 0 else 0.0
+    scale = float(np.abs(d).max())
+    if np.ptp(d) <= 1e-9 * scale or scale == 0.0:
+      # Zero spread (up to float rounding, e.g. 0.9−0.8 vs 0.8−0.7): the t
+      # statistic is 0/0 or ±inf and scipy warns of catastrophic cancellation.
+      # The limits are p=1 (no difference) and p=0 (a constant one).
+      out["p_value"] = 1.0 if scale == 0.0 else 0.0
     else:
       out["p_value"] = float(sp_stats.ttest_rel(a, b).pvalue)
   if n >= WILCOXON_MIN_N:

@@ -149,19 +149,60 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
   return run_step
 
 
-def vmap_runs(run_step: Callable) -> Callable:
-  """vmaps a one-run step over [S, G] runs.
+RUN_MAPS = ("vmap", "unroll")
 
-  The inner vmap maps the G groups of one seed over that seed's batch; the
-  outer one maps seeds, each with its own batch stream. The step counter is
-  shared by all runs.
+
+def _take(tree, *idx):
+  return jax.tree.map(lambda x: x[idx], tree)
+
+
+def _stack2(rows):
+  """[[tree]*G]*S → one tree with leading [S, G] axes."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs),
+                      *[jax.tree.map(lambda *ys: jnp.stack(ys), *row)
+                        for row in rows])
+
+
+def map_runs(fn: Callable, run_map: str = "vmap") -> Callable:
+  """Maps a one-run step over [S, G] runs.
+
+  `fn(params, opt_state, spec, batch, step)`. The G groups of one seed share
+  that seed's batch; seeds each have their own batch stream ([S, B, ...]);
+  the step counter is shared.
+
+  Args:
+    fn: the one-run function.
+    run_map: "vmap" — one batched program (the design's default; best on
+      GPU/TPU and for dense layers everywhere); or "unroll" — R separate
+      copies of the run inside the same jit. On XLA:CPU a vmapped convolution
+      lowers to a grouped convolution that is ~8-9x slower than R plain ones
+      (measured in docs/PERFORMANCE.md), so the loop picks "unroll" for
+      CNNs on CPU. Both give the same results (tested).
   """
-  inner = jax.vmap(run_step, in_axes=(0, 0, 0, None, None))
-  return jax.vmap(inner, in_axes=(0, 0, 0, 0, None))
+  if run_map == "vmap":
+    inner = jax.vmap(fn, in_axes=(0, 0, 0, None, None))
+    return jax.vmap(inner, in_axes=(0, 0, 0, 0, None))
+  if run_map != "unroll":
+    raise ValueError(f"run_map must be one of {RUN_MAPS}; got {run_map!r}")
+
+  def unrolled(params, opt_state, specs, batch, step):
+    s_count, g_count = specs["seed"].shape
+    rows = [[fn(_take(params, s, g), _take(opt_state, s, g),
+                _take(specs, s, g), _take(batch, s), step)
+             for g in range(g_count)] for s in range(s_count)]
+    return _stack2(rows)
+
+  return unrolled
+
+
+def default_run_map(encoder: str, backend: str | None = None) -> str:
+  """"unroll" for convolutions on CPU, "vmap" everywhere else."""
+  backend = backend or jax.default_backend()
+  return "unroll" if (encoder == "cnn" and backend == "cpu") else "vmap"
 
 
 def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
-                    donate: bool = True) -> Callable:
+                    donate: bool = True, run_map: str = "vmap") -> Callable:
   """The compiled, data-parallel step over all runs.
 
   Args:
@@ -170,6 +211,7 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     normalize: loss normalisation (see losses.py).
     mesh: device mesh with a "data" axis.
     donate: donate the state buffers (in-place update).
+    run_map: how runs are mapped, see map_runs.
 
   Returns:
     jitted `step(state, specs, batch) -> (state, metrics)`. `state` holds
@@ -177,7 +219,7 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     leaves are [S, B, ...] with B split over the mesh.
   """
   run_step = make_run_step(graphdef, tx, normalize=normalize)
-  stepped = vmap_runs(run_step)
+  stepped = map_runs(run_step, run_map)
 
   def step_fn(state, specs, batch):
     params, opt_state, metrics = stepped(
@@ -192,7 +234,7 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
                  donate_argnums=(0,) if donate else ())
 
 
-def make_eval_fn(graphdef, mesh: Mesh) -> Callable:
+def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap") -> Callable:
   """Jitted `logits(params[S, G], images[N, ...]) -> [S, G, N, T]`.
 
   Evaluation images are shared by every run and split over "data".
@@ -200,7 +242,13 @@ def make_eval_fn(graphdef, mesh: Mesh) -> Callable:
   def run_logits(params, images):
     return models.apply(graphdef, params, images, deterministic=True)
 
-  fn = jax.vmap(jax.vmap(run_logits, in_axes=(0, None)), in_axes=(0, None))
+  if run_map == "vmap":
+    fn = jax.vmap(jax.vmap(run_logits, in_axes=(0, None)), in_axes=(0, None))
+  else:
+    def fn(params, images):
+      s_count, g_count = jax.tree.leaves(params)[0].shape[:2]
+      return _stack2([[run_logits(_take(params, s, g), images)
+                       for g in range(g_count)] for s in range(s_count)])
   rep = parallel.replicated(mesh)
   data = parallel.batch_sharding(mesh, example_axis=0)
   return jax.jit(fn, in_shardings=(rep, data), out_shardings=rep)

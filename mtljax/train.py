@@ -51,7 +51,7 @@ log = logging.getLogger("mtljax")
 # Fields that change how a run is displayed, not what it computes: a resume
 # with a different value of these is allowed.
 _COSMETIC = ("name", "data.data_dir", "train.progress", "train.log_every",
-             "arm_suffix")
+             "arm_suffix", "train.run_map")
 
 
 class NonFiniteError(RuntimeError):
@@ -146,9 +146,13 @@ class _Program:
     self.state = jax.device_put(state, self.rep)
     self.specs = jax.device_put(prog.specs(seeds), self.rep)
     self.task_masks = np.asarray([gr.task_mask for gr in prog.groups])
+    run_map = config.train.run_map
+    if run_map == "auto":
+      run_map = step_lib.default_run_map(config.model.encoder)
     self.step_fn = step_lib.make_train_step(
-        graphdef, tx, normalize=config.loss.normalize, mesh=mesh)
-    self.eval_fn = step_lib.make_eval_fn(graphdef, mesh)
+        graphdef, tx, normalize=config.loss.normalize, mesh=mesh,
+        run_map=run_map)
+    self.eval_fn = step_lib.make_eval_fn(graphdef, mesh, run_map)
     self.update_best = jax.jit(_update_best, donate_argnums=(0,))
     self.param_counts = runs_lib.group_param_counts(
         prog, spec.image_shape, len(spec.task_names))

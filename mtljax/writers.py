@@ -132,9 +132,9 @@ class Writers:
       self._bar.set_postfix({a: f"{m.get('loss', float('nan')):.3f}"
                              for a, m in arms.items()}, refresh=False)
     elif self._log_lines:
-      arms = " ".join(
-          f"{a}:{next(iter(m))}={next(iter(m.values())):.4f}"
-          for a, m in record.get("arms", {}).items() if m)
+      key = "loss" if kind == "train" else "auc"
+      arms = " ".join(f"{a}:{key}={m.get(key, float('nan')):.4f}"
+                      for a, m in record.get("arms", {}).items() if m)
       extra = (f" {record['steps_per_sec']:.1f} steps/s"
                if "steps_per_sec" in record else "")
       log.info("step %d/%d %s %s%s", step, self.total, kind, arms, extra)

@@ -10,3 +10,25 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+import types  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+TINY_SPLIT_SIZES = (2000, 500, 500)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+  """A TFDS data dir with tiny (2000/500/500) builds of two datasets.
+
+  Built once per session (a few seconds); `logs` holds the build log lines.
+  """
+  from mtljax import data  # pylint: disable=g-import-not-at-top
+  root = str(tmp_path_factory.mktemp("tfds"))
+  logs = []
+  for name in ("mtl_scenes", "digits_multilabel"):
+    data.build(name, root, TINY_SPLIT_SIZES, log=logs.append)
+  return types.SimpleNamespace(data_dir=root, split_sizes=TINY_SPLIT_SIZES,
+                               logs=logs)

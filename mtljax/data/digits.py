@@ -47,6 +47,7 @@ _NOISE_STD = 10.0  # in uint8 units
 @functools.cache
 def _all_sources() -> tuple[np.ndarray, np.ndarray]:
   """All 1797 source digits as uint8 0..255 [N, 8, 8] and int64 targets."""
+  # Imported here: sklearn is slow to import and only needed to build.
   from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
   d = load_digits()
   images = np.rint(d.images * (255.0 / 16.0)).astype(np.uint8)

@@ -132,7 +132,11 @@ def label_budget_mask(labels: np.ndarray, budgets, seed: int,
   mask = np.zeros(labels.shape, dtype=bool)
   for t, b in enumerate(values):
     name = task_names[t] if task_names is not None else f"task {t}"
-    if isinstance(b, (bool, np.bool_)) or int(b) != b:
+    try:
+      is_int = not isinstance(b, (bool, np.bool_, str)) and int(b) == b
+    except (TypeError, ValueError, OverflowError):  # None, NaN, inf...
+      is_int = False
+    if not is_int:
       raise ValueError(f"label budget must be an integer; got {b!r} for {name}")
     b = int(b)
     n_obs = int(observed[:, t].sum())

@@ -1,0 +1,288 @@
+"""PNG charts for reports: metric vs a sweep field, paired differences, bars.
+
+Every function draws one figure, saves it as a PNG and returns the path. A
+series is (mean, lo, hi): sequences of equal length, where lo/hi bound the CI
+and may be NaN (one seed: no interval is drawn)::
+
+    line_with_ci([1, 4, 16], {"mtl": (m, lo, hi), "stl": (m2, lo2, hi2)},
+                 "auc_vs_width.png", xlabel="model.width", ylabel="test AUC")
+    diff_vs_field([1, 4, 16], {"mtl − stl": (d, lo, hi)}, "diff.png", ...)
+    per_task_bars(["car", "person", "mean"], {"mtl": (m, lo, hi)}, "bars.png")
+    paths = report_plots(summary, out_dir)   # every chart of a report
+
+The "Agg" backend is selected before pyplot is imported: report machines have
+no display, and an interactive backend would fail or open windows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib.pyplot as plt
+import numpy as np
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+Series = tuple[Sequence[float], Sequence[float], Sequence[float]]
+
+# A fixed, colour-blind-friendly cycle so an arm keeps its colour across the
+# charts of one report (callers pass arms in the same order everywhere).
+_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9",
+           "#F0E442", "#000000")
+
+
+def _arrays(series: Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  mean, lo, hi = (np.asarray([np.nan if v is None else v for v in s],
+                             dtype=np.float64) for s in series)
+  if not mean.shape == lo.shape == hi.shape:
+    raise ValueError(f"series parts differ in length: {mean.shape}, "
+                     f"{lo.shape}, {hi.shape}")
+  return mean, lo, hi
+
+
+def auto_logx(x: Sequence[float]) -> bool:
+  """A log x axis when every x is positive and the range spans > 10×."""
+  x = np.asarray(x, dtype=np.float64)
+  return bool(x.size and np.all(x > 0) and x.max() / x.min() > 10)
+
+
+def _save(fig, path: str) -> str:
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)  # Reports draw many figures; open ones would pile up memory.
+  return path
+
+
+def _color(colors: Mapping[str, str] | None, name: str, i: int) -> str:
+  return (colors or {}).get(name) or _COLORS[i % len(_COLORS)]
+
+
+def _lines(ax, x, series: Mapping[str, Series], colors) -> None:
+  for i, (name, s) in enumerate(series.items()):
+    mean, lo, hi = _arrays(s)
+    if mean.shape != x.shape:
+      raise ValueError(f"series {name!r} has {mean.size} points for "
+                       f"{x.size} x values")
+    c = _color(colors, name, i)
+    ax.plot(x, mean, marker="o", color=c, label=name)
+    ok = ~(np.isnan(lo) | np.isnan(hi))
+    if ok.any():
+      ax.fill_between(x, lo, hi, where=ok, color=c, alpha=0.2, linewidth=0,
+                      interpolate=False)
+
+
+def _xaxis(ax, x: np.ndarray, logx: bool | None) -> None:
+  if logx is None:
+    logx = auto_logx(x)
+  if logx:
+    ax.set_xscale("log")
+  # Tick exactly at the swept values: they are few and meaningful.
+  ax.set_xticks(x)
+  ax.set_xticklabels([f"{v:g}" for v in x])
+  ax.minorticks_off()
+
+
+def line_with_ci(x: Sequence[float], series: Mapping[str, Series], path: str,
+                 *, xlabel: str, ylabel: str, title: str = "",
+                 logx: bool | None = None,
+                 colors: Mapping[str, str] | None = None) -> str:
+  """One line per series against x, with a shaded CI band.
+
+  Args:
+    x: the swept values (e.g. widths), ascending.
+    series: name -> (mean, lo, hi), each of len(x).
+    path: output PNG path.
+    xlabel: x axis label (the swept field).
+    ylabel: y axis label (the metric, e.g. "test mean AUC").
+    title: figure title; put the number of seeds here.
+    logx: log x axis; None: automatic (`auto_logx`).
+    colors: optional series name -> colour (default: a fixed cycle).
+
+  Returns:
+    path.
+  """
+  x = np.asarray(x, dtype=np.float64)
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  _lines(ax, x, series, colors)
+  _xaxis(ax, x, logx)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  return _save(fig, path)
+
+
+def diff_vs_field(x: Sequence[float], series: Mapping[str, Series], path: str,
+                  *, xlabel: str, ylabel: str, title: str = "",
+                  logx: bool | None = None,
+                  colors: Mapping[str, str] | None = None) -> str:
+  """Paired differences (e.g. MTL − STL) against x with CI bands and y = 0.
+
+  Args:
+    x: the swept values, ascending.
+    series: comparison name (e.g. "mtl − stl") -> (mean diff, lo, hi).
+    path: output PNG path.
+    xlabel: x axis label.
+    ylabel: y axis label, e.g. "Δ test mean AUC (mtl − stl)".
+    title: figure title.
+    logx: log x axis; None: automatic.
+    colors: optional series name -> colour.
+
+  Returns:
+    path.
+  """
+  x = np.asarray(x, dtype=np.float64)
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  # The zero line is the question being asked: where does the band cross it?
+  ax.axhline(0.0, color="0.3", linewidth=1, linestyle="--",
+             label="no difference")
+  _lines(ax, x, series, colors)
+  _xaxis(ax, x, logx)
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  return _save(fig, path)
+
+
+def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],
+                  path: str, *, ylabel: str = "", title: str = "",
+                  ylim: tuple[float, float] | None = None,
+                  colors: Mapping[str, str] | None = None) -> str:
+  """Grouped bars: one group per task (and the mean), one bar per arm.
+
+  Args:
+    groups: group labels, e.g. task names followed by "mean".
+    series: arm -> (mean, lo, hi), each of len(groups); CI as error bars.
+    path: output PNG path.
+    ylabel: y axis label (the metric).
+    title: figure title.
+    ylim: y limits; None: zoom to the data (AUCs near 0.9 differ by 0.01, which
+      bars from 0 would hide) with a little margin.
+    colors: optional arm -> colour.
+
+  Returns:
+    path.
+  """
+  k = max(len(series), 1)
+  pos = np.arange(len(groups), dtype=np.float64)
+  width = 0.8 / k
+  fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * max(k, 2) / 2
+                                      + 2), 4.2))
+  lows, highs = [], []
+  for i, (name, s) in enumerate(series.items()):
+    mean, lo, hi = _arrays(s)
+    if mean.size != len(groups):
+      raise ValueError(f"series {name!r} has {mean.size} bars for "
+                       f"{len(groups)} groups")
+    # Error bars only where the interval exists (n ≥ 2 seeds).
+    err = np.stack([np.where(np.isnan(lo), 0.0, mean - lo),
+                    np.where(np.isnan(hi), 0.0, hi - mean)])
+    err = np.where(np.isnan(err), 0.0, err)
+    ax.bar(pos - 0.4 + width * (i + 0.5), np.nan_to_num(mean), width,
+           yerr=err, capsize=3, color=_color(colors, name, i), label=name)
+    lows.append(np.where(np.isnan(lo), mean, lo))
+    highs.append(np.where(np.isnan(hi), mean, hi))
+  finite = np.concatenate(lows + highs + [np.zeros(0)])
+  finite = finite[np.isfinite(finite)]
+  if ylim is None and finite.size:
+    pad = max(0.1 * float(np.ptp(finite)), 0.01)
+    ylim = (float(finite.min()) - pad, float(finite.max()) + pad)
+  if ylim is not None:
+    ax.set_ylim(*ylim)
+  ax.set_xticks(pos)
+  ax.set_xticklabels(groups, rotation=20 if len(groups) > 6 else 0)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend()
+  return _save(fig, path)
+
+
+def _slug(*parts: str) -> str:
+  return re.sub(r"[^A-Za-z0-9.=+-]+", "_", "_".join(parts)).strip("_")[:120]
+
+
+def _n_seeds(conds: Sequence[dict]) -> str:
+  n = sorted({a["n_seeds"] for c in conds for a in c["arms"].values()})
+  return f"n={n[0]} seeds" if len(n) == 1 else f"n={n[0]}–{n[-1]} seeds"
+
+
+def _ci_series(cis: Sequence[dict]) -> Series:
+  return tuple([np.nan if d.get(k) is None else d[k] for d in cis]
+               for k in ("mean", "lo", "hi"))
+
+
+def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
+                 max_bars_per_experiment: int = 6) -> list[str]:
+  """All charts of a `report.summarize` summary, as PNGs in out_dir/plots.
+
+  For each sweep (conditions along one numeric field): the mean test metric
+  per arm vs the field, and the paired differences vs the field. For each
+  condition (only the first and last of an experiment with more than
+  `max_bars_per_experiment`): a per-task bar chart. At most `max_pngs` files.
+
+  Returns:
+    PNG paths relative to out_dir.
+  """
+  os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
+  metric, base = summary["metric"], summary["baseline"]
+  from mtljax.report import METRIC_NAMES  # pylint: disable=g-import-not-at-top
+  name = METRIC_NAMES.get(metric, metric)
+  conds = summary["conditions"]
+  arm_names = dict.fromkeys(a for c in conds for a in c["arms"])
+  colors = {a: _COLORS[i % len(_COLORS)] for i, a in enumerate(arm_names)}
+  # A comparison "a − base" is drawn in arm a's colour.
+  colors.update({f"{a} − {base}": c for a, c in colors.items()})
+  jobs = []
+  for sw in summary["sweeps"]:
+    block = [conds[i] for i in sw["conditions"]]
+    title = f"{sw['experiment']}: test mean {name} ({_n_seeds(block)})"
+    arms = {a: (v["mean"], v["lo"], v["hi"]) for a, v in sw["arms"].items()}
+    kw = dict(xlabel=sw["field"], colors=colors)  # log x: auto_logx
+    stem = _slug(sw["experiment"], metric, "vs", sw["field"].split(" ")[0])
+    jobs.append((line_with_ci, (sw["x"], arms), f"{stem}.png",
+                 dict(kw, ylabel=f"test mean {name}", title=title)))
+    if sw["diffs"]:
+      diffs = {f"{a} − {base}": (v["mean"], v["lo"], v["hi"])
+               for a, v in sw["diffs"].items()}
+      jobs.append((diff_vs_field, (sw["x"], diffs), f"{stem}_diff.png",
+                   dict(kw, ylabel=f"Δ test mean {name} (paired by seed)"
+                        + ("" if summary["higher_is_better"]
+                           else "; < 0: better"),
+                        title=f"{sw['experiment']}: paired difference vs "
+                        f"{base} ({_n_seeds(block)})")))
+  by_exp: dict[str, list] = {}
+  for c in conds:
+    by_exp.setdefault(c["experiment"], []).append(c)
+  for exp, cs in by_exp.items():
+    if len(cs) > max_bars_per_experiment:
+      cs = [cs[0], cs[-1]]
+    for c in cs:
+      tasks = list(c["task_names"])
+      series = {a: _ci_series([d["test"]["per_task"][t] for t in tasks]
+                              + [d["test"]["mean"]])
+                for a, d in c["arms"].items()}
+      jobs.append((per_task_bars, (tasks + ["mean"], series),
+                   _slug(exp, c["label"], metric, "per_task") + ".png",
+                   dict(colors=colors, ylabel=f"test {name}",
+                        title=f"{exp} — {c['label']}: test {name} per task "
+                        f"({_n_seeds([c])})")))
+  paths, used = [], set()
+  for fn, args, fname, kw in jobs[:max_pngs]:
+    stem, k = fname[:-4], 1
+    while fname in used:  # two labels can slug to one name
+      k += 1
+      fname = f"{stem}_{k}.png"
+    used.add(fname)
+    fn(*args, os.path.join(out_dir, "plots", fname), **kw)
+    paths.append(os.path.join("plots", fname))
+  return paths

@@ -1,0 +1,551 @@
+"""Aggregates results.json files into CI tables, paired tests and plots.
+
+    results = report.load_results(["/tmp/e2"])    # workdirs or sweep trees
+    summary = report.summarize(results, metric="auc", baseline="stl")
+    report.write_report(results, "/tmp/e2")       # report.md, .json, PNGs
+
+Equal tuning budget: every arm picks its learning rate from its own grid by
+the mean over seeds of the validation selection metric (results.json's
+`selection_metric`), and only then are test metrics read. An "mtl"-mode arm is
+one model, so it picks one rate by the mean over tasks; an "stl"-mode arm is T
+separate networks, so each task picks its own rate. Arms are compared with the
+baseline paired by seed (runs with one seed share data order and label masks),
+with Holm's correction across the tasks of a condition.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from mtljax import metrics as metrics_lib
+from mtljax import stats
+
+SCHEMA_VERSION = 1
+CONFIDENCE = 0.95
+MAX_BAR_CHARTS_PER_EXPERIMENT = 6  # beyond this: first and last condition only
+MAX_PNGS = 40
+_RUN_KEYS = ("arm", "mode", "seed", "learning_rate", "val", "test")
+_SKIP_DIRS = ("checkpoints", "tensorboard")  # big, and never hold results
+METRIC_NAMES = {"auc": "AUC", "ap": "AP", "acc": "accuracy",
+                "loss": "BCE loss"}
+
+
+# ------------------------------------------------------------------ loading.
+def load_results(paths) -> list[dict]:
+  """Reads results.json files: workdirs, sweep trees, or the files themselves.
+
+  Args:
+    paths: workdirs holding results.json, or directories searched recursively
+      (a sweep directory), or results.json paths.
+
+  Returns:
+    One dict per file, in path order, with "source" (its path) added. A file
+    reached twice (a sweep and one of its points) is read once.
+
+  Raises:
+    ValueError: naming the path, if a path has no results.json or a file is
+      unreadable, malformed or of another schema_version.
+  """
+  if isinstance(paths, (str, os.PathLike)):
+    paths = [paths]
+  out, seen = [], set()
+  for path in map(os.fspath, paths):
+    if os.path.isfile(path):
+      files = [path]
+    elif os.path.isdir(path):
+      files = []
+      for root, dirs, names in os.walk(path):
+        dirs[:] = sorted(d for d in dirs
+                         if d not in _SKIP_DIRS and not d.startswith("."))
+        if "results.json" in names:
+          files.append(os.path.join(root, "results.json"))
+    else:
+      raise ValueError(f"{path}: no such file or directory")
+    if not files:
+      raise ValueError(f"{path}: no results.json found (has training "
+                       "finished? results.json is written at the end)")
+    for f in files:
+      if os.path.realpath(f) not in seen:
+        seen.add(os.path.realpath(f))
+        out.append(_read(f))
+  return out
+
+
+def _read(path: str) -> dict:
+  try:
+    with open(path) as f:
+      r = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path}: not a readable results.json ({e})") from e
+  if not isinstance(r, dict):
+    raise ValueError(f"{path}: expected a JSON object, got {type(r).__name__}")
+  if r.get("schema_version") != SCHEMA_VERSION:
+    raise ValueError(f"{path}: schema_version {r.get('schema_version')!r}; "
+                     f"this mtljax reads version {SCHEMA_VERSION}")
+  for key in ("experiment", "runs"):
+    if key not in r:
+      raise ValueError(f"{path}: malformed results.json, no {key!r}")
+  if not isinstance(r["runs"], list) or not r["runs"]:
+    raise ValueError(f"{path}: malformed results.json, no runs")
+  for i, run in enumerate(r["runs"]):
+    missing = [k for k in _RUN_KEYS if k not in run]
+    missing += [f"{s}.per_task" for s in ("val", "test")
+                if not isinstance(run.get(s), dict) or "per_task" not in run[s]]
+    if missing:
+      raise ValueError(f"{path}: malformed results.json, run {i} lacks "
+                       f"{', '.join(missing)}")
+  return {**r, "source": path}
+
+
+# --------------------------------------------------------------- summarizing.
+def _num(v) -> float:
+  return float("nan") if v is None else float(v)
+
+
+def _value(run: dict, split: str, task: str, metric: str) -> float:
+  return _num(run[split]["per_task"].get(task, {}).get(metric))
+
+
+def _nanmean(x) -> float:
+  x = np.asarray(x, dtype=np.float64)
+  return float(np.nanmean(x)) if np.any(~np.isnan(x)) else float("nan")
+
+
+def _group(results: list[dict]) -> list[dict]:
+  """Merges results by (experiment, dataset, condition); runs are pooled."""
+  groups: dict[tuple, dict] = {}
+  for r in results:
+    cond = r.get("condition") or {}
+    ds = r.get("dataset") or {}
+    tasks = list(ds.get("task_names") or r["runs"][0]["test"]["per_task"])
+    key = (r["experiment"], ds.get("name"), json.dumps(cond, sort_keys=True))
+    g = groups.setdefault(key, {
+        "experiment": r["experiment"], "dataset": ds.get("name"),
+        "condition": cond, "task_names": tasks,
+        "selection_metric": r.get("selection_metric") or "auc",
+        "sources": [], "runs": []})
+    src = r.get("source", "<in memory>")
+    if tasks != g["task_names"]:
+      raise ValueError(f"{src}: task names {tasks} differ from "
+                       f"{g['task_names']} of {g['sources']} (same condition)")
+    have = {(x["arm"], x["seed"], x["learning_rate"]) for x in g["runs"]}
+    for run in r["runs"]:
+      k = (run["arm"], run["seed"], run["learning_rate"])
+      if k in have:
+        raise ValueError(f"{src}: run (arm, seed, lr) = {k} twice for one "
+                         f"condition (also in {g['sources'] or 'this file'})")
+      have.add(k)
+      g["runs"].append(run)
+    g["sources"].append(src)
+  return list(groups.values())
+
+
+def _select(runs: list[dict], tasks: list[str], sel: str, per_task: bool
+            ) -> tuple[dict, dict]:
+  """Chosen lr per task and the validation score of every (unit, lr).
+
+  A rate with more NaN seeds (e.g. diverged) ranks below any with fewer, so a
+  rate is not rewarded for the seeds it survived; ties go to the smaller rate.
+  """
+  sign = 1.0 if metrics_lib.HIGHER_IS_BETTER.get(sel, True) else -1.0
+  lrs = sorted({r["learning_rate"] for r in runs})
+  units = [[t] for t in tasks] if per_task else [tasks]
+  chosen, scores = {}, {}
+  for unit in units:
+    rank, table = [], {}
+    for lr in lrs:
+      seeds = [_nanmean([_value(r, "val", t, sel) for t in unit])
+               for r in runs if r["learning_rate"] == lr]
+      n_nan = int(np.isnan(seeds).sum())
+      mean = _nanmean(seeds)
+      table[f"{lr:g}"] = mean
+      rank.append((n_nan, -sign * mean if not math.isnan(mean) else math.inf,
+                   lr))
+    best = min(rank)[2]
+    scores[unit[0] if per_task else "mean"] = table
+    chosen.update({t: best for t in unit})
+  return chosen, scores
+
+
+def _ci(values) -> dict:
+  mean, lo, hi, n = stats.mean_ci(values, CONFIDENCE)
+  return {"mean": mean, "lo": lo, "hi": hi, "n": n,
+          "values": [float(v) for v in values]}
+
+
+def _arm(runs: list[dict], tasks: list[str], sel: str, metric: str) -> dict:
+  mode = runs[0]["mode"]
+  chosen, scores = _select(runs, tasks, sel, per_task=mode == "stl")
+  seeds = sorted({r["seed"] for r in runs})
+  by_key = {(r["seed"], r["learning_rate"]): r for r in runs}
+  # table[s, t]: test metric of seed s, task t at task t's chosen rate.
+  table = np.full((len(seeds), len(tasks)), np.nan)
+  for i, s in enumerate(seeds):
+    for j, t in enumerate(tasks):
+      run = by_key.get((s, chosen[t]))
+      if run is not None:
+        table[i, j] = _value(run, "test", t, metric)
+  counts = [r.get("param_count") for r in runs if r.get("param_count")]
+  return {
+      "mode": mode, "seeds": seeds, "n_seeds": len(seeds),
+      "param_count": int(counts[0]) if counts else None,
+      "lr": {"grid": sorted({r["learning_rate"] for r in runs}),
+             "per_task_selection": mode == "stl", "chosen": chosen,
+             "val_score": scores},
+      "test": {"per_task": {t: _ci(table[:, j]) for j, t in enumerate(tasks)},
+               "mean": _ci([_nanmean(row) for row in table])},
+      "_table": table,
+  }
+
+
+def _verdict(d: dict, higher_is_better: bool) -> str:
+  lo, hi = d["lo"], d["hi"]
+  if math.isnan(lo) or math.isnan(hi) or lo <= 0 <= hi:
+    return "no significant difference"
+  # "better" in the metric's own direction: a lower loss is better.
+  return "better" if (lo > 0) == higher_is_better else "worse"
+
+
+def _compare(a: dict, b: dict, tasks: list[str], hib: bool) -> dict:
+  seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
+  ta = a["_table"][[a["seeds"].index(s) for s in seeds]]
+  tb = b["_table"][[b["seeds"].index(s) for s in seeds]]
+  per_task = {t: stats.paired_diff(ta[:, j], tb[:, j], CONFIDENCE)
+              for j, t in enumerate(tasks)}
+  adj = stats.holm([per_task[t]["p_value"] for t in tasks])
+  for t, p in zip(tasks, adj):
+    d = per_task[t]
+    d["p_holm"] = float(p)
+    # Per task, a verdict must survive the multiple-testing correction: with
+    # T tasks, one unadjusted CI in T excludes 0 by chance far more than 5%.
+    sig = p < 1 - CONFIDENCE
+    d["verdict"] = (_verdict(d, hib) if sig else "no significant difference")
+  mean = stats.paired_diff([_nanmean(r) for r in ta],
+                           [_nanmean(r) for r in tb], CONFIDENCE)
+  dp = _ci([stats.relative_improvement(ta[i], tb[i], hib)
+            for i in range(len(seeds))])
+  return {"seeds": seeds, "per_task": per_task, "mean": mean, "delta_p": dp,
+          "verdict": _verdict(mean, hib)}
+
+
+def _varying(conds: list[dict]) -> tuple[list[str], list[str]]:
+  """(all keys, keys whose value differs between conditions)."""
+  keys = list(dict.fromkeys(k for c in conds for k in c))
+  return keys, [k for k in keys if len(
+      {json.dumps(c.get(k), sort_keys=True) for c in conds}) > 1]
+
+
+def _labels(conds: list[dict]) -> list[str]:
+  """Short condition labels: only the keys that vary within the experiment."""
+  keys, vary = _varying(conds)
+  return [", ".join(f"{k.split('.')[-1]}={_short(c.get(k))}"
+                    for k in vary or keys) or "default" for c in conds]
+
+
+def _short(v) -> str:
+  if isinstance(v, (list, tuple)):
+    return "(" + ",".join(_short(x) for x in v) + ")"
+  return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _is_num(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def sweep_axis(conds: list[dict], task_names=()) -> tuple[str, list] | None:
+  """(field label, x values) if the conditions vary along one numeric field.
+
+  A list-valued field (e.g. data.label_budget per task) counts when, in every
+  condition, the entries that vary across conditions share one value: then x
+  is that value, e.g. the auxiliary tasks' budget in (200, a, a, a).
+  """
+  vary = _varying(conds)[1]
+  if len(conds) < 2 or len(vary) != 1:
+    return None
+  field, vals = vary[0], [c.get(vary[0]) for c in conds]
+  x, label = None, field
+  if all(_is_num(v) for v in vals):
+    x = [float(v) for v in vals]
+  elif (all(isinstance(v, (list, tuple)) and v and all(map(_is_num, v))
+            for v in vals)
+        and len({len(v) for v in vals}) == 1):
+    arr = np.asarray(vals, dtype=np.float64)
+    cols = [j for j in range(arr.shape[1]) if len(set(arr[:, j])) > 1]
+    if all(len(set(row[cols])) == 1 for row in arr):
+      x = [float(v) for v in arr[:, cols[0]]]
+      if arr.shape[1] > 1:
+        names = (list(task_names) if len(task_names) == arr.shape[1]
+                 else list(map(str, range(arr.shape[1]))))
+        label = f"{field} [{', '.join(names[j] for j in cols)}]"
+  if x is None or len(set(x)) != len(x):
+    return None
+  return label, x
+
+
+def summarize(results: list[dict], metric: str = "auc",
+              baseline: str = "stl") -> dict:
+  """Per-condition test metrics with CIs and paired comparisons (JSON-safe).
+
+  Args:
+    results: dicts from `load_results` (or `train_and_evaluate`).
+    metric: the reported test metric, one of metrics.METRICS.
+    baseline: the arm every other arm is compared with, paired by seed.
+
+  Returns:
+    {"metric", "higher_is_better", "baseline", "confidence", "conditions":
+    [{"experiment", "dataset", "condition", "label", "task_names",
+    "selection_metric", "sources", "notes", "arms": {arm: {"mode", "seeds",
+    "n_seeds", "param_count", "lr": {"grid", "per_task_selection", "chosen":
+    {task: lr}, "val_score"}, "test": {"per_task": {task: CI}, "mean": CI}}},
+    "comparisons": {arm: {"seeds", "per_task": {task: paired_diff + p_holm +
+    verdict}, "mean": paired_diff, "delta_p": CI, "verdict"}}}], "sweeps":
+    [{"experiment", "field", "x", "conditions": indices, "arms": {arm:
+    {"mean", "lo", "hi"}}, "diffs": {arm: {"mean", "lo", "hi"}}}]}, where CI =
+    {"mean", "lo", "hi", "n", "values"} and NaN is None. Conditions of a
+    sweep are ordered along its field.
+  """
+  if metric not in metrics_lib.METRICS:
+    raise ValueError(f"metric {metric!r} is not one of {metrics_lib.METRICS}")
+  if not results:
+    raise ValueError("no results to summarize")
+  by_exp: dict[str, list] = {}
+  for g in _group(results):
+    by_exp.setdefault(g["experiment"], []).append(g)
+  conditions, sweeps = [], []
+  for exp, groups in by_exp.items():
+    conds = [g["condition"] for g in groups]
+    axis = sweep_axis(conds, groups[0]["task_names"])
+    labels = _labels(conds)
+    order = np.argsort(axis[1], kind="stable") if axis else range(len(groups))
+    block = [_condition(groups[i], labels[i], metric, baseline)
+             for i in order]
+    if axis:
+      sweeps.append(_sweep(exp, axis[0], sorted(axis[1]), block,
+                           len(conditions)))
+    conditions += block
+  return _clean({"metric": metric,
+                 "higher_is_better": metrics_lib.HIGHER_IS_BETTER[metric],
+                 "baseline": baseline, "confidence": CONFIDENCE,
+                 "conditions": conditions, "sweeps": sweeps})
+
+
+def _condition(g: dict, label: str, metric: str, baseline: str) -> dict:
+  tasks, notes = g["task_names"], []
+  hib = metrics_lib.HIGHER_IS_BETTER[metric]
+  by_arm: dict[str, list] = {}
+  for run in g["runs"]:
+    by_arm.setdefault(run["arm"], []).append(run)
+  arms = {a: _arm(rs, tasks, g["selection_metric"], metric)
+          for a, rs in by_arm.items()}
+  if len({tuple(a["lr"]["grid"]) for a in arms.values()}) > 1:
+    notes.append("arms were tuned on different learning-rate grids: the "
+                 "tuning budget is not equal")
+  comps = {}
+  if baseline in arms:
+    comps = {a: _compare(arms[a], arms[baseline], tasks, hib)
+             for a in arms if a != baseline}
+  elif len(arms) > 1:
+    notes.append(f"baseline arm {baseline!r} not present (arms: "
+                 f"{', '.join(arms)}); choose one with --baseline")
+  keys = ("experiment", "dataset", "condition", "task_names",
+          "selection_metric", "sources")
+  return {"label": label, **{k: g[k] for k in keys}, "notes": notes,
+          "arms": arms, "comparisons": comps}
+
+
+def _sweep(exp: str, field: str, x: list, block: list[dict], start: int
+           ) -> dict:
+  """Per-arm mean test metric and per-comparison mean diff along x."""
+  nan = {"mean": math.nan, "lo": math.nan, "hi": math.nan,
+         "mean_diff": math.nan}
+  arms = list(dict.fromkeys(a for c in block for a in c["arms"]))
+  comps = list(dict.fromkeys(a for c in block for a in c["comparisons"]))
+  def pick(c, a):
+    return c["arms"][a]["test"]["mean"] if a in c["arms"] else nan
+  def pick_diff(c, a):
+    return c["comparisons"][a]["mean"] if a in c["comparisons"] else nan
+  return {
+      "experiment": exp, "field": field, "x": x,
+      "conditions": list(range(start, start + len(block))),
+      "arms": {a: {k: [pick(c, a)[k] for c in block]
+                   for k in ("mean", "lo", "hi")} for a in arms},
+      "diffs": {a: {k: [pick_diff(c, a)["mean_diff" if k == "mean" else k]
+                        for c in block] for k in ("mean", "lo", "hi")}
+                for a in comps}}
+
+
+def _clean(obj):
+  """JSON-safe copy: NaN → None, numpy → python, private "_" keys dropped."""
+  if isinstance(obj, dict):
+    return {str(k): _clean(v) for k, v in obj.items()
+            if not str(k).startswith("_")}
+  if isinstance(obj, (list, tuple)):
+    return [_clean(v) for v in obj]
+  if isinstance(obj, np.generic):
+    obj = obj.item()
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
+  return obj
+
+
+# ------------------------------------------------------------------ writing.
+def write_report(results: list[dict], out_dir: str, metric: str = "auc",
+                 baseline: str = "stl", title: str | None = None) -> dict:
+  """Writes out_dir/report.md, report.json and PNG plots (out_dir/plots).
+
+  Args:
+    results: dicts from `load_results`.
+    out_dir: output directory (created if needed).
+    metric: the reported test metric.
+    baseline: the arm that the others are compared with.
+    title: the report's heading; default from the experiment names.
+
+  Returns:
+    The summary (as `summarize`), with "plots": PNG paths relative to out_dir.
+  """
+  from mtljax import plots  # pylint: disable=g-import-not-at-top
+  summary = summarize(results, metric, baseline)
+  os.makedirs(out_dir, exist_ok=True)
+  summary["plots"] = plots.report_plots(summary, out_dir, MAX_PNGS,
+                                        MAX_BAR_CHARTS_PER_EXPERIMENT)
+  title = title or "mtljax report: " + ", ".join(
+      dict.fromkeys(c["experiment"] for c in summary["conditions"]))
+  with open(os.path.join(out_dir, "report.md"), "w") as f:
+    f.write(markdown(summary, title))
+  tmp = os.path.join(out_dir, f"report.json.tmp{os.getpid()}")
+  with open(tmp, "w") as f:
+    json.dump(summary, f, indent=1, allow_nan=False)
+    f.write("\n")
+  os.replace(tmp, os.path.join(out_dir, "report.json"))  # never half-written
+  return summary
+
+
+def _f(v) -> float:
+  return math.nan if v is None else float(v)
+
+
+def fmt_ci(ci: dict, digits: int = 3, sign: str = "") -> str:
+  """`0.912 ± 0.006` (mean ± CI half-width); the mean alone for one seed."""
+  m = _f(ci["mean"] if "mean" in ci else ci["mean_diff"])
+  lo, hi = _f(ci["lo"]), _f(ci["hi"])
+  if math.isnan(m):
+    return "—"
+  if math.isnan(lo) or math.isnan(hi):
+    return f"{m:{sign}.{digits}f}"
+  return f"{m:{sign}.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+
+
+def _p(p) -> str:
+  p = _f(p)
+  return "—" if math.isnan(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _row(cells) -> str:
+  return "| " + " | ".join(map(str, cells)) + " |"
+
+
+def _table(header, rows) -> list[str]:
+  return [_row(header), _row(["---"] * len(header)), *map(_row, rows), ""]
+
+
+def _seeds(arms: dict) -> str:
+  n = sorted({a["n_seeds"] for a in arms.values()})
+  return str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
+
+
+def markdown(summary: dict, title: str) -> str:
+  """The report as markdown: overview, then one section per condition."""
+  metric, base = summary["metric"], summary["baseline"]
+  name = METRIC_NAMES.get(metric, metric)
+  sel = sorted({c["selection_metric"] for c in summary["conditions"]})
+  lines = [f"# {title}", "",
+           f"Test {name} ({'higher' if summary['higher_is_better'] else 'lower'}"
+           f" is better). Each arm's learning rate is chosen from its grid by "
+           f"the validation {'/'.join(sel)} averaged over seeds (over tasks "
+           "for one MTL model; per task for STL arms, whose tasks are separate "
+           f"networks). Cells: mean ± half-width of the "
+           f"{summary['confidence']:.0%} t-interval over seeds. Differences "
+           f"are paired by seed against `{base}`; Holm p adjusts the per-task "
+           "p-values (paired t-test) within a condition; Δp is the mean "
+           "relative change in % (positive: better); W/L counts seeds won and "
+           "lost. A task's verdict needs Holm p < "
+           f"{1 - summary['confidence']:.2g}; the mean's verdict needs its CI "
+           "to exclude 0.", ""]
+  rows = []
+  for c in summary["conditions"]:
+    for a, d in c["comparisons"].items():
+      m = d["mean"]
+      rows.append([c["experiment"], c["label"], f"{a} − {base}",
+                   fmt_ci(m, sign="+"), _p(m["p_value"]),
+                   fmt_ci(d["delta_p"], 2, "+"),
+                   f"{m['wins']}/{m['losses']}", f"**{d['verdict']}**"])
+  if rows:
+    lines += ["## Overview", ""] + _table(
+        ["experiment", "condition", "comparison", f"Δ mean {name}", "p",
+         "Δp %", "W/L", "verdict"], rows)
+  for sw in summary["sweeps"]:
+    lines += [f"Sweep of {sw['experiment']} along `{sw['field']}`: "
+              f"{', '.join(f'{v:g}' for v in sw['x'])}.", ""]
+  for c in summary["conditions"]:
+    lines += _section(c, summary, name)
+  if summary.get("plots"):
+    lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({p})"
+                                  for p in summary["plots"]] + [""]
+  return "\n".join(lines)
+
+
+def _section(c: dict, summary: dict, name: str) -> list[str]:
+  tasks, base = c["task_names"], summary["baseline"]
+  cond = json.dumps(c["condition"]) if c["condition"] else "{}"
+  lines = [f"## {c['experiment']} — {c['label']}", "",
+           f"dataset `{c['dataset']}` · condition `{cond}` · seeds: "
+           f"{_seeds(c['arms'])} · sources: "
+           + ", ".join(f"`{s}`" for s in c["sources"]), ""]
+  lines += [f"> note: {n}" for n in c["notes"]] + ([""] if c["notes"] else [])
+  rows = []
+  for a, d in c["arms"].items():
+    lrs = [d["lr"]["chosen"][t] for t in tasks]
+    lr = (f"{lrs[0]:g}" if len(set(lrs)) == 1
+          else "per task: " + ", ".join(f"{v:g}" for v in lrs))
+    params = f"{d['param_count']:,}" if d["param_count"] else "—"
+    rows.append([f"`{a}`", d["n_seeds"], params, lr]
+                + [fmt_ci(d["test"]["per_task"][t]) for t in tasks]
+                + [f"**{fmt_ci(d['test']['mean'])}**"])
+  lines += [f"Test {name}:", ""] + _table(
+      ["arm", "seeds", "params", "lr", *tasks, "mean"], rows)
+  for a, d in c["comparisons"].items():
+    lines += [f"**`{a}` − `{base}`** (paired by seed, n={d['mean']['n']}): "
+              f"Δp = {fmt_ci(d['delta_p'], 2, '+')} %, verdict: "
+              f"**{d['verdict']}**", ""]
+    rows = [[t, fmt_ci(x, sign="+"), _ci_text(x), _p(x["p_value"]),
+             _p(x["p_holm"]), f"{x['wins']}/{x['losses']}", x["verdict"]]
+            for t, x in d["per_task"].items()]
+    m = d["mean"]
+    rows.append(["**mean**", fmt_ci(m, sign="+"), _ci_text(m),
+                 _p(m["p_value"]), "—", f"{m['wins']}/{m['losses']}",
+                 d["verdict"]])
+    lines += _table(["task", f"Δ {name}", f"{summary['confidence']:.0%} CI",
+                     "p", "Holm p", "W/L", "verdict"], rows)
+  grids = sorted({v for d in c["arms"].values() for v in d["lr"]["grid"]})
+  rows = []
+  for a, d in c["arms"].items():
+    for unit, scores in d["lr"]["val_score"].items():
+      best = d["lr"]["chosen"][tasks[0] if unit == "mean" else unit]
+      cells = [(f"{_f(scores[f'{g:g}']):.4f}" if f"{g:g}" in scores else "—")
+               for g in grids]
+      rows.append([f"`{a}`", "all (mean)" if unit == "mean" else unit]
+                  + [f"**{x}**" if g == best else x
+                     for g, x in zip(grids, cells)])
+  lines += [f"Learning-rate selection (validation {c['selection_metric']}, "
+            "mean over seeds; chosen in bold):", ""] + _table(
+                ["arm", "task", *(f"lr {g:g}" for g in grids)], rows)
+  return lines
+
+
+def _ci_text(d: dict) -> str:
+  lo, hi = _f(d["lo"]), _f(d["hi"])
+  return "—" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
