@@ -16,8 +16,8 @@ def get_config(arg=None):
   c.name = "e2_width_sweep"
   c.data.name = "mtl_scenes"
   c.modes = ("mtl", "stl")
-  c.model.encoder = "cnn"
-  c.data.train_examples = {"smoke": 600, "quick": 10000, "full": 16000}[v.name]
+  c.model.encoder = presets.encoder(v)
+  c.data.train_examples = {"smoke": 600, "quick": 4000, "full": 16000}[v.name]
   return c
 
 

@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.name = "e3_data_asymmetry"
   c.data.name = "mtl_scenes"
   c.modes = ("mtl", "stl")
-  c.model.encoder = "cnn"
+  c.model.encoder = presets.encoder(v)
   c.model.width = 8 if v.name != "full" else 16
   c.data.label_budget = budgets(*{"smoke": (50, 50), "quick": (200, 200),
                                   "full": (300, 300)}[v.name])

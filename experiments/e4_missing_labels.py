@@ -17,9 +17,9 @@ def get_config(arg=None):
   c.data.name = "mtl_scenes"
   c.modes = ("mtl",)
   c.loss.missing_policies = ("mask", "negative", "drop")
-  c.model.encoder = "cnn"
+  c.model.encoder = presets.encoder(v)
   c.model.width = 8 if v.name != "full" else 16
-  c.data.train_examples = {"smoke": 600, "quick": 10000, "full": 50000}[v.name]
+  c.data.train_examples = {"smoke": 600, "quick": 4000, "full": 50000}[v.name]
   c.data.label_fraction = (0.5,)
   return c
 

@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.name = "e5_unrelated_tasks"
   c.data.name = "mtl_scenes"
   c.modes = ("mtl", "stl")
-  c.model.encoder = "cnn"
+  c.model.encoder = presets.encoder(v)
   c.model.width = 8 if v.name != "full" else 16
   target, aux = {"smoke": (50, 500), "quick": (200, 8000),
                  "full": (300, 30000)}[v.name]

@@ -15,16 +15,16 @@ def get_config(arg=None):
   c = presets.base(v)
   c.name = "e6_digits"
   c.data.name = "digits_multilabel"
-  c.data.split_sizes = {"smoke": (600, 200, 200), "quick": (8000, 2000, 2000),
+  c.data.split_sizes = {"smoke": (600, 200, 200), "quick": (8000, 1000, 1000),
                         "full": ()}[v.name]
   c.modes = ("mtl", "stl", "stl_matched")
-  c.model.encoder = "cnn"
+  c.model.encoder = presets.encoder(v)
   c.model.width = 8 if v.name != "full" else 16
   return c
 
 
 def get_sweep(h, arg=None):
   v = presets.parse_arg(arg)
-  sizes = {"smoke": [300, 600], "quick": [1000, 8000],
+  sizes = {"smoke": [300, 600], "quick": [500, 4000],
            "full": [1000, 4000, 20000]}[v.name]
   return h.sweep("data.train_examples", sizes)

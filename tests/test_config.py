@@ -52,9 +52,9 @@ def test_bad_variant_and_missing_file():
 
 def test_sweep_points_and_names():
   points = config_lib.load_sweep(f"{E1}:quick")
-  assert points == [{"data.train_examples": 1000},
-                    {"data.train_examples": 10000}]
-  assert config_lib.point_name(points[0]) == "train_examples=1000"
+  assert points == [{"data.train_examples": 500},
+                    {"data.train_examples": 4000}]
+  assert config_lib.point_name(points[0]) == "train_examples=500"
   h = config_lib.Hyper()
   grid = h.product([h.sweep("model.width", [1, 2]),
                     h.sweep("seed", [0, 10, 20])])
