@@ -32,3 +32,20 @@ def tiny_data(tmp_path_factory):
     data.build(name, root, TINY_SPLIT_SIZES, log=logs.append)
   return types.SimpleNamespace(data_dir=root, split_sizes=TINY_SPLIT_SIZES,
                                logs=logs)
+
+
+@pytest.fixture(scope="session")
+def smoke_data_dir(tmp_path_factory):
+  """A session TFDS data dir for end-to-end runs (datasets build on first use).
+
+  Set as TFDS_DATA_DIR for the session so that configs, the CLI and
+  subprocesses all find the same builds without touching ~/tensorflow_datasets.
+  """
+  root = str(tmp_path_factory.mktemp("tfds_e2e"))
+  old = os.environ.get("TFDS_DATA_DIR")
+  os.environ["TFDS_DATA_DIR"] = root
+  yield root
+  if old is None:
+    os.environ.pop("TFDS_DATA_DIR", None)
+  else:
+    os.environ["TFDS_DATA_DIR"] = old
