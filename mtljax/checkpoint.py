@@ -10,9 +10,12 @@ step and the config fingerprint. The data position is the step itself: the
 batch at step k is a pure function of (seed, k).
 
 Orbax writes each step to a temporary directory and renames it when complete,
-so a kill in the middle of a save leaves the previous step intact. If the
-newest step still fails to restore (a corrupt file), we fall back to the
-previous one and say so.
+so a kill in the middle of a save leaves the previous step intact (the
+leftover temporary directory is replaced by the next save of that step). If
+the newest step still fails to restore (a corrupt file), we fall back to the
+previous one, say so, and move the unusable step aside to `<step>.corrupt`
+(kept for inspection; orbax ignores the name) so that the resumed run can save
+that step again.
 """
 
 from __future__ import annotations
@@ -32,9 +35,19 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
   """Periodic keep-N checkpoints of the train state."""
 
-  def __init__(self, directory: str, *, keep: int, fingerprint: str):
+  def __init__(self, directory: str, *, keep: int, fingerprint: str,
+               config: dict | None = None):
+    """Args:
+      directory: where the step directories go.
+      keep: how many of the newest steps to keep.
+      fingerprint: hash of the config fields that affect the computation; a
+        checkpoint with another fingerprint is refused on restore.
+      config: those fields ({dotted key: value}), stored with each step so
+        that a refusal can name the fields that differ.
+    """
     self.directory = os.path.abspath(directory)
     self.fingerprint = fingerprint
+    self.config = config
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True,
         # Synchronous saves: the loop then never races a save on preemption,
@@ -45,6 +58,8 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, meta: dict) -> None:
     meta = dict(meta, step=int(step), fingerprint=self.fingerprint)
+    if self.config is not None:
+      meta["config"] = self.config
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
         force=True)
@@ -55,6 +70,10 @@ class Checkpointer:
 
   def restore_latest(self, abstract_state: Any):
     """Restores the newest restorable checkpoint.
+
+    Newer steps that cannot be read are moved aside to `<step>.corrupt` (only
+    once an older step has restored, so a failure that leaves nothing to
+    resume from changes nothing on disk).
 
     Args:
       abstract_state: a pytree of jax.ShapeDtypeStruct (with shardings) that
@@ -70,39 +89,89 @@ class Checkpointer:
     steps = self.steps()
     if not steps:
       return None, None
-    errors = []
+    errors, bad = [], []
     for step in reversed(steps):
       try:
         meta = self.manager.restore(step, args=ocp.args.Composite(
             meta=ocp.args.JsonRestore()))["meta"]
+        if not isinstance(meta, dict):
+          raise ValueError(f"meta item is {type(meta).__name__}, not a dict")
       except Exception as e:  # noqa: BLE001 — any unreadable step: try older
-        errors.append(f"step {step}: {type(e).__name__}: {e}")
-        logging.warning("checkpoint at step %d is unreadable (%s); trying an "
-                        "older one", step, e)
+        errors.append(f"step {step}: {_one_line(e)}")
+        bad.append(step)
         continue
       if meta.get("fingerprint") != self.fingerprint:
         raise CheckpointError(
             f"{self.directory} holds checkpoints of a different experiment "
-            f"(config fingerprint {meta.get('fingerprint')!r}, this config "
-            f"{self.fingerprint!r}: model shape, data, seeds or groups differ). "
-            "Use a new --workdir, or delete the old one.")
+            f"({self._difference(meta)}). Use a new --workdir, or delete the "
+            "old one.")
       try:
         state = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))["state"]
       except Exception as e:  # noqa: BLE001
-        errors.append(f"step {step}: {type(e).__name__}: {e}")
-        logging.warning("checkpoint at step %d is corrupt (%s); falling back "
-                        "to an older one", step, e)
+        errors.append(f"step {step}: {_one_line(e)}")
+        bad.append(step)
         continue
-      if errors:
-        logging.warning("resumed from step %d after skipping %d unusable "
-                        "checkpoint(s)", step, len(errors))
+      if bad:
+        moved = self._set_aside(bad)
+        logging.warning(
+            "checkpoint(s) at step(s) %s could not be restored (%s); resuming "
+            "from the previous good checkpoint, step %d. The unusable ones "
+            "were moved to %s.", ", ".join(map(str, bad)), "; ".join(errors),
+            step, ", ".join(moved))
       return state, meta
-    raise CheckpointError("no checkpoint in %s could be restored:\n  %s"
-                          % (self.directory, "\n  ".join(errors)))
+    raise CheckpointError(
+        "no checkpoint in %s could be restored (nothing was changed; move the "
+        "directory away to start again):\n  %s"
+        % (self.directory, "\n  ".join(errors)))
+
+  def _difference(self, meta: dict) -> str:
+    """Names the config fields in which `meta`'s run differs from this one."""
+    theirs = meta.get("config")
+    if not isinstance(theirs, dict) or self.config is None:
+      return (f"config fingerprint {meta.get('fingerprint')!r}, this config "
+              f"{self.fingerprint!r}: model shape, data, seeds or groups "
+              "differ")
+    keys = sorted(set(theirs) | set(self.config))
+    diff = [f"config.{k}={self.config.get(k)!r} here but "
+            f"{theirs.get(k)!r} in the checkpoint" for k in keys
+            if _norm(theirs.get(k)) != _norm(self.config.get(k))]
+    if not diff:
+      return f"config fingerprint {meta.get('fingerprint')!r}"
+    more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+    return "; ".join(diff[:3]) + more
+
+  def _set_aside(self, steps: list[int]) -> list[str]:
+    """Renames unusable step directories to `<step>.corrupt[.n]`."""
+    import jax  # pylint: disable=g-import-not-at-top
+    moved = []
+    for step in steps:
+      src = os.path.join(self.directory, str(step))
+      dst, n = f"{src}.corrupt", 1
+      while os.path.exists(dst):
+        dst, n = f"{src}.corrupt.{n}", n + 1
+      moved.append(dst)
+      if jax.process_index() == 0 and os.path.isdir(src):
+        os.rename(src, dst)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("mtljax_checkpoint_set_aside")
+    self.manager.reload()
+    return moved
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _one_line(e: BaseException) -> str:
+  """`Type: first line of the message`, for warnings and error lists."""
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _norm(v):
+  # JSON turns tuples into lists: compare a checkpoint's config in JSON form.
+  return list(v) if isinstance(v, tuple) else v
 
 
 class WorkdirLock:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Any
@@ -49,9 +50,11 @@ from mtljax import writers
 log = logging.getLogger("mtljax")
 
 # Fields that change how a run is displayed, not what it computes: a resume
-# with a different value of these is allowed.
+# with a different value of these is allowed. nonfinite_policy only acts once
+# a step is non-finite, and a halted run is meant to be resumed with "skip"
+# (the halt message says so).
 _COSMETIC = ("name", "data.data_dir", "train.progress", "train.log_every",
-             "arm_suffix", "train.run_map")
+             "arm_suffix", "train.run_map", "train.nonfinite_policy")
 
 
 class NonFiniteError(RuntimeError):
@@ -62,18 +65,25 @@ class Preempted(RuntimeError):
   """SIGTERM received; a checkpoint was saved before stopping."""
 
 
+def computational_fields(config) -> dict:
+  """{dotted key: value} of every field that affects the computation."""
+  flat = config_lib._flatten(config)  # pylint: disable=protected-access
+  return {k: v for k, v in flat.items() if k not in _COSMETIC}
+
+
 def fingerprint(config) -> str:
   """Hash of every field that affects the computation (resume compatibility)."""
-  flat = config_lib._flatten(config)  # pylint: disable=protected-access
-  keep = {k: v for k, v in flat.items() if k not in _COSMETIC}
-  return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()
-                        ).hexdigest()[:16]
+  return hashlib.sha256(json.dumps(computational_fields(config), sort_keys=True,
+                                   default=str).encode()).hexdigest()[:16]
 
 
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
+    # Per process: the hosts of a multi-host job (and a second job that is
+    # about to be refused by the lock) probe the same directory at once.
+    probe = os.path.join(workdir, f".write_test.{socket.gethostname()}."
+                         f"{os.getpid()}")
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -268,7 +278,8 @@ def _train(config, workdir, condition, lead):
   # ---------------------------------------------------------- restore.
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                keep=tc.keep_checkpoints,
-                               fingerprint=fingerprint(config))
+                               fingerprint=fingerprint(config),
+                               config=computational_fields(config))
   abstract = {p.prog.name: p.abstract_state() for p in programs}
   restored, meta = ckpt.restore_latest(abstract)
   start = 0
