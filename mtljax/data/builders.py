@@ -357,7 +357,19 @@ def get_builder(name: str, data_dir=None, split_sizes=None,
   path = resolve_data_dir(data_dir)
   _check_dir(path, write=False)
   with _quiet_absl():  # "Using custom data configuration": expected here.
-    return cls(data_dir=path, config=config, file_format="array_record")
+    try:
+      return cls(data_dir=path, config=config, file_format="array_record")
+    except Exception as e:  # noqa: BLE001
+      # TFDS reads an existing build's dataset_info.json here; if that fails,
+      # the build is damaged: say where, not TFDS's traceback.
+      where = os.path.join(path, cls.name, config.name)
+      if not os.path.isdir(where):
+        raise
+      text = (str(e).strip().splitlines() or [""])[0][:300].rstrip(".")
+      raise DataError(f"cannot read the built dataset {name!r} in {where}: "
+                      f"{type(e).__name__}: {text}. It is corrupt or "
+                      "incomplete: delete that directory and it is rebuilt on "
+                      "first use") from e
 
 
 @contextlib.contextmanager

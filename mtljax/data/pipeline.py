@@ -72,6 +72,53 @@ def _count(value, what: str, limit: int, name: str, split: str) -> int:
   return int(value)
 
 
+def check_examples(where: str, task_names: Sequence[str], first: int = 0, *,
+                   images: np.ndarray | None = None,
+                   labels: np.ndarray | None = None) -> None:
+  """Rejects stored values that a model must never see, naming the first.
+
+  Runs on the values as stored, before they are cast to uint8/int8: a cast
+  would silently turn a NaN pixel or a label of 0.5 into something valid.
+
+  Args:
+    where: what is being read (dataset, split, directory), for the message.
+    task_names: the label columns' names.
+    first: index of the first example in `images`/`labels`.
+    images: [n, H, W, C] pixel values: finite and in [0, 255].
+    labels: [n, T] label values: each -1 ("?"), 0 or 1.
+
+  Raises:
+    DataError: the first bad value, with its example index (and task).
+  """
+  if images is not None:
+    images = np.asarray(images)
+    if not (images.dtype == np.uint8 or images.size == 0):
+      bad = (images < 0) | (images > 255)
+      if images.dtype.kind in "fc":
+        bad |= ~np.isfinite(images)
+      if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        value = images[i][bad[i]][0]
+        raise DataError(f"{where}: pixel value {value} at example {first + i} "
+                        "is not a finite value in [0, 255]; rebuild the "
+                        "dataset")
+  if labels is not None:
+    labels = np.asarray(labels)
+    bad = ~np.isin(labels, (-1, 0, 1))
+    if bad.any():
+      i, t = map(int, np.argwhere(bad)[0])
+      raise DataError(f"{where}: label value {labels[i, t]} at example "
+                      f"{first + i}, task {task_names[t]!r} is not one of -1, "
+                      "0, 1")
+
+
+def _unreadable(where: str, directory: str, e: Exception) -> DataError:
+  text = (str(e).strip().splitlines() or [""])[0][:300].rstrip(".")
+  return DataError(f"cannot read {where}: {type(e).__name__}: {text}. The "
+                   f"built dataset is corrupt or incomplete: delete {directory} "
+                   "and it is rebuilt on first use")
+
+
 def load_split(name: str, split: str, data_dir=None, split_sizes=None,
                num_examples: int | None = None, *,
                missing_rate: float = 0.0,
@@ -93,38 +140,46 @@ def load_split(name: str, split: str, data_dir=None, split_sizes=None,
     {"image": uint8 [N, H, W, C], "labels": int8 [N, T] in {-1, 0, 1}}.
 
   Raises:
-    DataError: bad arguments, or stored data with the wrong shapes, label
-      values outside {-1, 0, 1} or records out of order.
+    DataError: bad arguments, or stored data that cannot be read (corrupt or
+      missing files), has the wrong shapes, label values outside {-1, 0, 1},
+      non-finite or out-of-range pixels, or records out of order.
   """
   _check_split(split)
   spec = builders.build(name, data_dir, split_sizes, log=log,
                         missing_rate=missing_rate)
   builder = builders.get_builder(name, data_dir, split_sizes, missing_rate)
-  source = builder.as_data_source(split)
-  n = _count(num_examples, "num_examples", len(source), spec.name, split)
+  where = f"{spec.name} split {split!r} in {builder.data_dir}"
+  # Reading can only fail on a damaged build (the code that wrote it is ours):
+  # name the directory rather than show array_record's traceback.
+  try:
+    source = builder.as_data_source(split)
+    size = len(source)
+  except Exception as e:  # noqa: BLE001
+    raise _unreadable(where, builder.data_dir, e) from e
+  n = _count(num_examples, "num_examples", size, spec.name, split)
   images = np.empty((n,) + spec.image_shape, np.uint8)
   labels = np.empty((n, spec.num_tasks), np.int8)
   for start in range(0, n, _READ_CHUNK):
     stop = min(n, start + _READ_CHUNK)
-    records = source.__getitems__(list(range(start, stop)))
+    try:
+      records = source.__getitems__(list(range(start, stop)))
+    except Exception as e:  # noqa: BLE001
+      raise _unreadable(where, builder.data_dir, e) from e
     index = np.array([r["index"] for r in records])
     if not np.array_equal(index, np.arange(start, stop)):
-      raise DataError(f"{spec.name} split {split!r}: records are out of order "
-                      f"near example {start}; rebuild the dataset")
+      raise DataError(f"{where}: records are out of order near example "
+                      f"{start}; rebuild the dataset")
     for key, out in (("image", images), ("labels", labels)):
       values = [r[key] for r in records]
       bad = [i for i, v in enumerate(values) if np.shape(v) != out.shape[1:]]
       if bad:
-        raise DataError(f"{spec.name} split {split!r}: stored {key!r} of "
-                        f"example {start + bad[0]} has shape "
-                        f"{np.shape(values[bad[0]])}, expected {out.shape[1:]}")
-      out[start:stop] = np.stack(values)
-  bad = ~np.isin(labels, (-1, 0, 1))
-  if bad.any():
-    i, t = map(int, np.argwhere(bad)[0])
-    raise DataError(f"{spec.name} split {split!r}: label value {labels[i, t]} "
-                    f"at example {i}, task {spec.task_names[t]!r} is not one "
-                    "of -1, 0, 1")
+        raise DataError(f"{where}: stored {key!r} of example {start + bad[0]} "
+                        f"has shape {np.shape(values[bad[0]])}, expected "
+                        f"{out.shape[1:]} (the model's input and task count)")
+      values = np.stack(values)
+      check_examples(where, spec.task_names, start,
+                     **{"images" if key == "image" else "labels": values})
+      out[start:stop] = values
   return {"image": images, "labels": labels}
 
 
