@@ -272,8 +272,9 @@ def reproduce(mode: str, workdir: str, only=None) -> list[dict]:
   vs = verdicts(summaries)
   table = verdict_table(vs)
   total = sum(times.values())
-  text = (f"# Verdicts ({mode})\n\nCommand: `mtljax reproduce"
-          f"{' --full' if mode == 'full' else ''}`; wall time of this "
+  flag = {"full": " --full", "smoke": " --smoke"}.get(mode, "")
+  text = (f"# Verdicts ({mode})\n\nCommand: `mtljax reproduce{flag}`; wall "
+          f"time of this "
           f"invocation {total:.0f} s ("
           + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
           + "; resumed experiments take less).\n\n" + table + "\n\n"
