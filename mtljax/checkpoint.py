@@ -25,6 +25,8 @@ import logging
 import os
 from typing import Any
 
+import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 
@@ -143,7 +145,6 @@ class Checkpointer:
 
   def _set_aside(self, steps: list[int]) -> list[str]:
     """Renames unusable step directories to `<step>.corrupt[.n]`."""
-    import jax  # pylint: disable=g-import-not-at-top
     moved = []
     for step in steps:
       src = os.path.join(self.directory, str(step))
@@ -153,8 +154,7 @@ class Checkpointer:
       moved.append(dst)
       if jax.process_index() == 0 and os.path.isdir(src):
         os.rename(src, dst)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    if jax.process_count() > 1:  # the others wait for process 0's renames
       multihost_utils.sync_global_devices("mtljax_checkpoint_set_aside")
     self.manager.reload()
     return moved

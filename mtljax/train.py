@@ -303,6 +303,10 @@ def _train(config, workdir, condition, lead):
                                 lambda *_: preempted.append(True))
 
   def save(step):
+    # Once per step: a SIGTERM during the step before a periodic checkpoint
+    # finds that step already saved (and orbax refuses to save it twice).
+    if step in ckpt.steps():
+      return
     ckpt.save(step, {p.prog.name: p.state for p in programs},
               {"task_names": task_names})
 

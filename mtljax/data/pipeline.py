@@ -115,8 +115,8 @@ def check_examples(where: str, task_names: Sequence[str], first: int = 0, *,
 def _unreadable(where: str, directory: str, e: Exception) -> DataError:
   text = (str(e).strip().splitlines() or [""])[0][:300].rstrip(".")
   return DataError(f"cannot read {where}: {type(e).__name__}: {text}. The "
-                   f"built dataset is corrupt or incomplete: delete {directory} "
-                   "and it is rebuilt on first use")
+                   "built dataset is corrupt or incomplete: delete "
+                   f"{directory} and it is rebuilt on first use")
 
 
 def load_split(name: str, split: str, data_dir=None, split_sizes=None,
