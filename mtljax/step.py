@@ -116,9 +116,44 @@ def run_loss(graphdef, params, spec, batch, rng, *, normalize: str,
   return loss, per_task
 
 
-def _tree_all_finite(tree) -> jax.Array:
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-  return jnp.all(jnp.stack(leaves))
+def make_run_grads(graphdef, *, normalize: str) -> Callable:
+  """One run's gradients and metrics: (params, spec, batch, step) -> ...
+
+  Returns `(grads, metrics)`; metrics["nonfinite"] is 1 when the loss or the
+  gradient norm is not finite. One reduction gives both the norm and the
+  check: a NaN or inf in any gradient makes the sum of squares NaN or inf.
+  (So does a finite gradient above ~1e19, whose square overflows float32; it
+  counts as non-finite, as it should: Adam's second moment would overflow.)
+  """
+  def run_grads(params, spec, batch, step):
+    rng = jax.random.fold_in(jax.random.key(spec["seed"]), step)
+
+    def loss_fn(p):
+      return run_loss(graphdef, p, spec, batch, rng, normalize=normalize)
+
+    (loss, per_task), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    sq = sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+             for g in jax.tree.leaves(grads))
+    ok = jnp.isfinite(loss) & jnp.isfinite(sq)
+    metrics = {"loss": loss, "task_loss": per_task, "grad_norm": jnp.sqrt(sq),
+               "nonfinite": (~ok).astype(jnp.int32)}
+    return grads, metrics
+
+  return run_grads
+
+
+def make_run_update(tx: optax.GradientTransformation) -> Callable:
+  """One run's optimizer step: (params, opt_state, grads, spec) -> (p, s).
+
+  Unguarded: the caller keeps the old state of runs whose step was not
+  finite (see make_run_step and make_train_step).
+  """
+  def run_update(params, opt_state, grads, spec):
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    updates = jax.tree.map(lambda u: spec["learning_rate"] * u, updates)
+    return optax.apply_updates(params, updates), new_opt_state
+
+  return run_update
 
 
 def make_run_step(graphdef, tx: optax.GradientTransformation, *,
@@ -129,27 +164,30 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
   unchanged and is reported in the metrics ("nonfinite"); the loop decides
   whether that halts training or is counted and skipped.
   """
+  run_grads = make_run_grads(graphdef, normalize=normalize)
+  run_update = make_run_update(tx)
+
   def run_step(params, opt_state, spec, batch, step):
-    rng = jax.random.fold_in(jax.random.key(spec["seed"]), step)
-
-    def loss_fn(p):
-      return run_loss(graphdef, p, spec, batch, rng, normalize=normalize)
-
-    (loss, per_task), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, new_opt_state = tx.update(grads, opt_state, params)
-    updates = jax.tree.map(lambda u: spec["learning_rate"] * u, updates)
-    new_params = optax.apply_updates(params, updates)
-    ok = jnp.isfinite(loss) & _tree_all_finite(grads)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
-    metrics = {"loss": loss, "task_loss": per_task,
-               "grad_norm": optax.tree.norm(grads),
-               "nonfinite": (~ok).astype(jnp.int32)}
-    return keep(new_params, params), keep(new_opt_state, opt_state), metrics
+    grads, metrics = run_grads(params, spec, batch, step)
+    # A cond, not where(ok, new, old): the update is then a computation of
+    # its own, which XLA fuses into one in-place pass per state leaf. With a
+    # select, XLA recomputes Adam's moments inside every consumer, so it must
+    # copy the old moments first (2x slower step, docs/PERFORMANCE.md). Under
+    # vmap a cond turns back into a select.
+    params, opt_state = jax.lax.cond(
+        metrics["nonfinite"] == 0,
+        lambda p, o, g: run_update(p, o, g, spec),
+        lambda p, o, g: (p, o), params, opt_state, grads)
+    return params, opt_state, metrics
 
   return run_step
 
 
-RUN_MAPS = ("vmap", "unroll")
+RUN_MAPS = ("vmap", "unroll", "scan")
+# How each argument of a mapped function is laid out: "run" leaves have
+# leading [S, G] axes, "seed" leaves a leading [S] axis (a seed's batch is
+# shared by its G runs), "shared" leaves none (e.g. the step counter).
+_RUN, _SEED, _SHARED = "run", "seed", "shared"
 
 
 def _take(tree, *idx):
@@ -163,6 +201,59 @@ def _stack2(rows):
                         for row in rows])
 
 
+def _map(fn: Callable, run_map: str, kinds: tuple[str, ...]) -> Callable:
+  """Maps `fn` over [S, G] runs; `kinds` says how each argument is laid out."""
+  if run_map == "vmap":
+    inner = jax.vmap(fn, in_axes=tuple(0 if k == _RUN else None for k in kinds))
+    return jax.vmap(inner, in_axes=tuple(None if k == _SHARED else 0
+                                         for k in kinds))
+  if run_map not in RUN_MAPS:
+    raise ValueError(f"run_map must be one of {RUN_MAPS}; got {run_map!r}")
+
+  def pick(a, k, s, g):
+    return a if k == _SHARED else _take(a, s) if k == _SEED else _take(a, s, g)
+
+  def unrolled(*args):
+    s_count, g_count = _run_shape(args, kinds)
+    rows = [[fn(*(pick(a, k, s, g) for a, k in zip(args, kinds)))
+             for g in range(g_count)] for s in range(s_count)]
+    return _stack2(rows)
+
+  def scanned(*args):
+    s_count, g_count = _run_shape(args, kinds)
+    # Runs flattened to one axis (a free reshape), indexed by run number.
+    args = [_flat_runs(a) if k == _RUN else a for a, k in zip(args, kinds)]
+
+    def one(i):
+      return fn(*(a if k == _SHARED else
+                  _index(a, i // g_count) if k == _SEED else _index(a, i)
+                  for a, k in zip(args, kinds)))
+    return _unflat_runs(jax.lax.map(one, jnp.arange(s_count * g_count)),
+                        s_count, g_count)
+
+  return unrolled if run_map == "unroll" else scanned
+
+
+def _flat_runs(tree):
+  return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), tree)
+
+
+def _unflat_runs(tree, s_count, g_count):
+  return jax.tree.map(
+      lambda x: x.reshape((s_count, g_count) + x.shape[1:]), tree)
+
+
+def _index(tree, i):
+  return jax.tree.map(
+      lambda x: jax.lax.dynamic_index_in_dim(x, i, keepdims=False), tree)
+
+
+def _run_shape(args, kinds) -> tuple[int, int]:
+  leaf = next(jax.tree.leaves(a)[0] for a, k in zip(args, kinds)
+              if k == _RUN and jax.tree.leaves(a))
+  return leaf.shape[0], leaf.shape[1]
+
+
 def map_runs(fn: Callable, run_map: str = "vmap") -> Callable:
   """Maps a one-run step over [S, G] runs.
 
@@ -173,32 +264,57 @@ def map_runs(fn: Callable, run_map: str = "vmap") -> Callable:
   Args:
     fn: the one-run function.
     run_map: "vmap" — one batched program (the design's default; best on
-      GPU/TPU and for dense layers everywhere); or "unroll" — R separate
-      copies of the run inside the same jit. On XLA:CPU a vmapped convolution
-      lowers to a grouped convolution that is ~8-9x slower than R plain ones
-      (measured in docs/PERFORMANCE.md), so the loop picks "unroll" for
-      CNNs on CPU. Both give the same results (tested).
+      GPU/TPU and for dense layers everywhere); "unroll" — R separate copies
+      of the run inside the same jit; or "scan" — one copy of the run,
+      applied to each run in turn by a loop inside the jit. On XLA:CPU a
+      vmapped convolution lowers to a grouped convolution ~8-9x slower than
+      R plain ones, and "unroll" compiles R copies (18 s for 40 CNN runs), so
+      the loop picks "scan" for CNNs on CPU: as fast as R separate steps,
+      compiled once (docs/PERFORMANCE.md). All give the same results.
   """
-  if run_map == "vmap":
-    inner = jax.vmap(fn, in_axes=(0, 0, 0, None, None))
-    return jax.vmap(inner, in_axes=(0, 0, 0, 0, None))
-  if run_map != "unroll":
-    raise ValueError(f"run_map must be one of {RUN_MAPS}; got {run_map!r}")
-
-  def unrolled(params, opt_state, specs, batch, step):
-    s_count, g_count = specs["seed"].shape
-    rows = [[fn(_take(params, s, g), _take(opt_state, s, g),
-                _take(specs, s, g), _take(batch, s), step)
-             for g in range(g_count)] for s in range(s_count)]
-    return _stack2(rows)
-
-  return unrolled
+  return _map(fn, run_map, (_RUN, _RUN, _RUN, _SEED, _SHARED))
 
 
 def default_run_map(encoder: str, backend: str | None = None) -> str:
-  """"unroll" for convolutions on CPU, "vmap" everywhere else."""
+  """"scan" for convolutions on CPU, "vmap" everywhere else."""
   backend = backend or jax.default_backend()
-  return "unroll" if (encoder == "cnn" and backend == "cpu") else "vmap"
+  return "scan" if (encoder == "cnn" and backend == "cpu") else "vmap"
+
+
+def _scan_runs(run_step: Callable) -> Callable:
+  """The train step's "scan" map: each run in turn, in a loop in the jit.
+
+  The loop carries the whole state and writes each run's new state back in
+  place; the cond-guarded update of make_run_step stays per run.
+  """
+  def scanned(params, opt_state, specs, batch, step):
+    s_count, g_count = specs["seed"].shape
+    flat_specs = _flat_runs(specs)
+
+    def body(carry, i):
+      p_all, o_all = carry
+      p, o, m = run_step(_index(p_all, i), _index(o_all, i),
+                         _index(flat_specs, i), _index(batch, i // g_count),
+                         step)
+      put = lambda t, new: jax.tree.map(
+          lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, i, 0), t, new)
+      return (put(p_all, p), put(o_all, o)), m
+
+    (p_all, o_all), metrics = jax.lax.scan(
+        body, (_flat_runs(params), _flat_runs(opt_state)),
+        jnp.arange(s_count * g_count))
+    return (_unflat_runs(p_all, s_count, g_count),
+            _unflat_runs(o_all, s_count, g_count),
+            _unflat_runs(metrics, s_count, g_count))
+
+  return scanned
+
+
+def _keep_where(ok, new, old):
+  """Per run: `new` where ok[s, g], else `old` (leaves have [S, G] axes)."""
+  def sel(a, b):
+    return jnp.where(ok.reshape(ok.shape + (1,) * (a.ndim - ok.ndim)), a, b)
+  return jax.tree.map(sel, new, old)
 
 
 def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
@@ -218,12 +334,35 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     "step" (scalar), "params" and "opt_state" (leading [S, G] axes); `batch`
     leaves are [S, B, ...] with B split over the mesh.
   """
+  if run_map not in RUN_MAPS:
+    raise ValueError(f"run_map must be one of {RUN_MAPS}; got {run_map!r}")
   run_step = make_run_step(graphdef, tx, normalize=normalize)
-  stepped = map_runs(run_step, run_map)
+  grads_fn = _map(make_run_grads(graphdef, normalize=normalize), "vmap",
+                  (_RUN, _RUN, _SEED, _SHARED))
+  update_fn = _map(make_run_update(tx), "vmap", (_RUN, _RUN, _RUN, _RUN))
 
   def step_fn(state, specs, batch):
-    params, opt_state, metrics = stepped(
-        state["params"], state["opt_state"], specs, batch, state["step"])
+    params, opt_state = state["params"], state["opt_state"]
+    s_count, g_count = specs["seed"].shape
+    if run_map == "scan" and s_count * g_count > 1:
+      # One run at a time: its buffers stay in cache and the program is one
+      # run's size, whatever R.
+      params, opt_state, metrics = _scan_runs(run_step)(
+          params, opt_state, specs, batch, state["step"])
+    elif run_map in ("unroll", "scan") or s_count * g_count == 1:
+      # Each run's update is guarded by its own cond (see make_run_step). A
+      # single run is always stepped this way: a runs axis of size 1 only
+      # costs (its bitcasts slow XLA:CPU's elementwise loops down).
+      params, opt_state, metrics = map_runs(run_step, "unroll")(
+          params, opt_state, specs, batch, state["step"])
+    else:
+      # One batched program; the guard is a per-run select (a cond would
+      # become one under vmap anyway).
+      grads, metrics = grads_fn(params, specs, batch, state["step"])
+      ok = metrics["nonfinite"] == 0
+      new_params, new_opt_state = update_fn(params, opt_state, grads, specs)
+      params = _keep_where(ok, new_params, params)
+      opt_state = _keep_where(ok, new_opt_state, opt_state)
     return dict(state, params=params, opt_state=opt_state,
                 step=state["step"] + 1), metrics
 
@@ -242,13 +381,7 @@ def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap") -> Callable:
   def run_logits(params, images):
     return models.apply(graphdef, params, images, deterministic=True)
 
-  if run_map == "vmap":
-    fn = jax.vmap(jax.vmap(run_logits, in_axes=(0, None)), in_axes=(0, None))
-  else:
-    def fn(params, images):
-      s_count, g_count = jax.tree.leaves(params)[0].shape[:2]
-      return _stack2([[run_logits(_take(params, s, g), images)
-                       for g in range(g_count)] for s in range(s_count)])
+  fn = _map(run_logits, run_map, (_RUN, _SHARED))
   rep = parallel.replicated(mesh)
   data = parallel.batch_sharding(mesh, example_axis=0)
   return jax.jit(fn, in_shardings=(rep, data), out_shardings=rep)

@@ -9,6 +9,7 @@ Adding an encoder: write a `nnx.Module` with `out_features` and
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -16,12 +17,131 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _matmul(x, w, pet):
+  """x [..., n] @ w [n, m], with a backward pass that vmaps well.
+
+  JAX's own transpose rule computes the weight gradient as dot(g, x) and
+  then transposes it. Without a runs axis XLA folds that transpose away;
+  vmapped over runs it does not, and every consumer of the gradient
+  (gradient norm, Adam's moments) then reads it transposed, element by
+  element, from memory: on XLA:CPU that made the optimizer update of a
+  3072x1024 layer ~3x slower (docs/PERFORMANCE.md). Here the weight gradient
+  is computed in the weight's own layout, [n, m], batched or not.
+  """
+  return jax.lax.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())),
+                             preferred_element_type=pet)
+
+
+def _matmul_fwd(x, w, pet):
+  return _matmul(x, w, pet), (x, w)
+
+
+def _matmul_bwd(pet, res, g):
+  x, w = res
+  g = g.astype(x.dtype)
+  dx = jax.lax.dot_general(g, w, (((g.ndim - 1,), (1,)), ((), ())),
+                           preferred_element_type=pet)
+  x2, g2 = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+  dw = jax.lax.dot_general(x2, g2, (((0,), (0,)), ((), ())),
+                           preferred_element_type=pet)
+  return dx.astype(x.dtype), dw.astype(w.dtype)
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+def _dot_general(lhs, rhs, dimension_numbers, precision=None,
+                 preferred_element_type=None, **kwargs):
+  """nnx.Linear's dot_general: `_matmul` for its x @ kernel contraction."""
+  (lc, rc), (lb, rb) = dimension_numbers
+  # float32 only: XLA:CPU has no bf16 x bf16 -> f32 kernel for the batched
+  # weight-gradient dot (JAX's own rule avoids it for bf16).
+  if (tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb
+      and rhs.ndim == 2 and precision is None and not kwargs.get("out_sharding")
+      and lhs.dtype == rhs.dtype == jnp.float32):
+    return _matmul(lhs, rhs, preferred_element_type)
+  return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                             preferred_element_type=preferred_element_type,
+                             **kwargs)
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_same(x, w, pet):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                      dimension_numbers=_NHWC,
+                                      preferred_element_type=pet)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x, w, pet):
+  """Stride-1 "SAME" convolution (NHWC, HWIO, odd kernel) with a backward
+  pass written as two plain forward convolutions.
+
+  XLA:CPU runs only convolutions in the canonical forward form fast
+  (Eigen/oneDNN); it rewrites the gradient convolutions into that form in
+  straight-line code but not inside loops, where they fall back to a naive
+  loop ~100x slower (docs/PERFORMANCE.md). Written out here, both gradients
+  are canonical wherever the step runs.
+  """
+  return _conv_same(x, w, pet)
+
+
+def _conv_fwd(x, w, pet):
+  return _conv(x, w, pet), (x, w)
+
+
+def _conv_bwd(pet, res, g):
+  x, w = res
+  kh, kw = w.shape[0], w.shape[1]
+  g = g.astype(x.dtype)
+  # dx: correlate g with the flipped kernel, in/out channels swapped.
+  dx = _conv_same(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2), pet)
+  # dw[i, j, c, o] = sum_{b,h,w} x_pad[b, h+i, w+j, c] g[b, h, w, o]: a
+  # convolution with channels as batch, batch as features and g as kernel.
+  ph, pw = (kh - 1) // 2, (kw - 1) // 2
+  dw = jax.lax.conv_general_dilated(
+      x.transpose(3, 1, 2, 0), g.transpose(1, 2, 0, 3), (1, 1),
+      ((ph, kh - 1 - ph), (pw, kw - 1 - pw)), dimension_numbers=_NHWC,
+      preferred_element_type=pet)                       # [c, kh, kw, o]
+  return dx.astype(x.dtype), dw.transpose(1, 2, 0, 3).astype(w.dtype)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def _conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
+                          rhs_dilation=None, dimension_numbers=None,
+                          feature_group_count=1, precision=None,
+                          preferred_element_type=None, **kwargs):
+  """nnx.Conv's conv_general_dilated: `_conv` for its plain 2-D case."""
+  plain = (lhs.ndim == 4 and tuple(window_strides) == (1, 1)
+           and lhs.dtype == rhs.dtype == jnp.float32  # as in _dot_general
+           and padding == "SAME" and tuple(lhs_dilation or (1, 1)) == (1, 1)
+           and tuple(rhs_dilation or (1, 1)) == (1, 1)
+           and feature_group_count == 1 and precision is None
+           and rhs.shape[0] % 2 == 1 and rhs.shape[1] % 2 == 1
+           and jax.lax.conv_dimension_numbers(
+               lhs.shape, rhs.shape, dimension_numbers)
+           == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
+           and not kwargs.get("out_sharding"))
+  if plain:
+    return _conv(lhs, rhs, preferred_element_type)
+  return jax.lax.conv_general_dilated(
+      lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count, precision=precision,
+      preferred_element_type=preferred_element_type, **kwargs)
+
+
 def _dense(n_in, n_out, dtype, rngs):
   # float32 accumulation even for bf16 compute: on CPUs with AMX and on GPUs
   # a bf16 dot without preferred_element_type falls off the fast path.
   pet = jnp.float32 if dtype == jnp.bfloat16 else None
   return nnx.Linear(n_in, n_out, dtype=dtype, preferred_element_type=pet,
-                    rngs=rngs)
+                    dot_general=_dot_general, rngs=rngs)
 
 
 class MLPEncoder(nnx.Module):
@@ -58,7 +178,9 @@ class CNNEncoder(nnx.Module):
     self.convs = nnx.List()
     for i in range(depth):
       c_out = width * 2**i
-      self.convs.append(nnx.Conv(c_in, c_out, (3, 3), dtype=dtype, rngs=rngs))
+      self.convs.append(nnx.Conv(c_in, c_out, (3, 3), dtype=dtype,
+                                 conv_general_dilated=_conv_general_dilated,
+                                 rngs=rngs))
       c_in = c_out
     self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
     self.out_features = c_in

@@ -1,0 +1,153 @@
+"""The performance paths compute the same thing as the plain ones.
+
+"scan" run map vs "vmap"; the cond-guarded one-run step; the custom
+backward passes of the dense and conv layers vs JAX's own.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mtljax import config as config_lib
+from mtljax import parallel
+from mtljax import runs
+from mtljax import step as step_lib
+from mtljax.models import encoders
+from tests.helpers import fake_batch, tiny_model_cfg
+
+T = 4
+SHAPE = (4, 4, 3)
+
+
+def _setup(run_map, encoder, seeds=(0, 1)):
+  cfg = config_lib.default_config()
+  cfg.model = tiny_model_cfg(encoder, 8 if encoder == "mlp" else 2, 2)
+  cfg.modes, cfg.optimizer.learning_rates = ("mtl", "stl"), (1e-2,)
+  (prog,) = runs.build_programs(cfg, SHAPE, T)
+  tx = step_lib.make_optimizer(cfg.optimizer, 10)
+  graphdef, params = step_lib.init_params(cfg.model, SHAPE, T, seeds,
+                                          prog.num_groups)
+  mesh = parallel.make_mesh(1)
+  fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
+                                mesh=mesh, donate=False, run_map=run_map)
+  return (fn, step_lib.init_state(params, tx), prog.specs(list(seeds)), mesh,
+          graphdef, params)
+
+
+def _train(fn, state, specs, mesh, batches):
+  ms = []
+  for b in batches:
+    state, m = fn(state, specs, parallel.global_batch(b, mesh))
+    ms.append(m)
+  return state, ms
+
+
+@pytest.mark.parametrize("encoder", ["mlp", "cnn"])
+def test_scan_equals_vmap_with_a_nonfinite_run(encoder):
+  batches = [fake_batch(i, 2, 8, SHAPE) for i in range(3)]
+  batches[1]["image"][1, 0] = np.nan  # seed 1's runs skip step 1
+  out = {}
+  for run_map in ("vmap", "scan", "unroll"):
+    fn, state, specs, mesh, _, _ = _setup(run_map, encoder)
+    out[run_map] = _train(fn, state, specs, mesh, batches)
+  (sv, mv), (ss, ms) = out["vmap"], out["scan"]
+  np.testing.assert_array_equal(mv[1]["nonfinite"], ms[1]["nonfinite"])
+  assert np.asarray(ms[1]["nonfinite"])[1].all()
+  assert not np.asarray(ms[1]["nonfinite"])[0].any()
+  for other in ("scan", "unroll"):
+    for a, b in zip(jax.tree.leaves(sv), jax.tree.leaves(out[other][0])):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_single_run_step_keeps_state_when_nonfinite():
+  fn, state, specs, mesh, _, _ = _setup("vmap", "mlp", seeds=(0,))
+  specs = {k: v[:, :1] for k, v in specs.items()}
+  state = jax.tree.map(lambda x: x[:, :1] if x.ndim >= 2 else x, state)
+  b = fake_batch(0, 1, 8, SHAPE)
+  b["image"][0, 0] = np.inf
+  new, m = fn(state, specs, parallel.global_batch(b, mesh))
+  assert int(np.asarray(m["nonfinite"]).sum()) == 1
+  for a, o in zip(jax.tree.leaves(new["params"]),
+                  jax.tree.leaves(state["params"])):
+    np.testing.assert_array_equal(a, o)
+  assert int(new["step"]) == 1
+
+
+def test_scan_eval_equals_vmap_eval():
+  _, _, _, mesh, graphdef, params = _setup("vmap", "cnn")
+  images = np.random.default_rng(0).normal(size=(6,) + SHAPE).astype(
+      np.float32)
+  a = step_lib.make_eval_fn(graphdef, mesh, "vmap")(params, images)
+  b = step_lib.make_eval_fn(graphdef, mesh, "scan")(params, images)
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_default_run_map():
+  assert step_lib.default_run_map("cnn", "cpu") == "scan"
+  assert step_lib.default_run_map("cnn", "gpu") == "vmap"
+  assert step_lib.default_run_map("mlp", "cpu") == "vmap"
+
+
+def _grads_close(f_custom, f_ref, *args, rtol=1e-5):
+  for a, b in zip(jax.grad(f_custom, range(len(args)))(*args),
+                  jax.grad(f_ref, range(len(args)))(*args)):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=1e-5)
+
+
+def test_matmul_backward_matches_jax():
+  x = jax.random.normal(jax.random.key(0), (5, 7))
+  w = jax.random.normal(jax.random.key(1), (7, 3))
+  _grads_close(lambda x, w: jnp.sum(jnp.sin(encoders._matmul(x, w, None))),
+               lambda x, w: jnp.sum(jnp.sin(x @ w)), x, w)
+  # Vmapped over runs (the case the custom rule exists for).
+  xs, ws = jnp.stack([x, 2 * x]), jnp.stack([w, -w])
+  _grads_close(
+      lambda x, w: jnp.sum(jnp.sin(jax.vmap(
+          lambda a, b: encoders._matmul(a, b, None))(x, w))),
+      lambda x, w: jnp.sum(jnp.sin(jnp.einsum("rbi,rio->rbo", x, w))), xs, ws)
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 1), (5, 3)])
+def test_conv_backward_matches_jax(kernel):
+  x = jax.random.normal(jax.random.key(0), (2, 6, 5, 3))
+  w = jax.random.normal(jax.random.key(1), kernel + (3, 4))
+  ref = lambda x, w: jnp.sum(jnp.sin(jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))))
+  _grads_close(lambda x, w: jnp.sum(jnp.sin(encoders._conv(x, w, None))),
+               ref, x, w)
+
+
+def test_custom_layers_only_for_float32():
+  # bf16 keeps JAX's own rules (XLA:CPU lacks a bf16 kernel the custom
+  # weight-gradient dot would need when batched).
+  x16 = jnp.ones((2, 3), jnp.bfloat16)
+  w16 = jnp.ones((3, 4), jnp.bfloat16)
+  jaxpr = jax.make_jaxpr(lambda x, w: encoders._dot_general(
+      x, w, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32))(
+          x16, w16)
+  assert "custom_vjp" not in str(jaxpr)
+  jaxpr = jax.make_jaxpr(lambda x, w: encoders._dot_general(
+      x, w, (((1,), (0,)), ((), ()))))(x16.astype(jnp.float32),
+                                       w16.astype(jnp.float32))
+  assert "custom_vjp" in str(jaxpr)
+
+
+@pytest.mark.parametrize("encoder,run_map", [("mlp", "vmap"), ("mlp", "scan"),
+                                             ("cnn", "scan"), ("cnn", "vmap")])
+def test_bf16_steps_run_in_every_run_map(encoder, run_map):
+  cfg = config_lib.default_config()
+  cfg.model = tiny_model_cfg(encoder, 8 if encoder == "mlp" else 2, 2)
+  cfg.model.dtype = "bfloat16"
+  cfg.modes = ("mtl", "stl")
+  (prog,) = runs.build_programs(cfg, SHAPE, T)
+  tx = step_lib.make_optimizer(cfg.optimizer, 10)
+  graphdef, params = step_lib.init_params(cfg.model, SHAPE, T, (0, 1),
+                                          prog.num_groups)
+  mesh = parallel.make_mesh(1)
+  fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
+                                mesh=mesh, donate=False, run_map=run_map)
+  state, m = fn(step_lib.init_state(params, tx), prog.specs([0, 1]),
+                parallel.global_batch(fake_batch(0, 2, 8, SHAPE), mesh))
+  assert np.isfinite(np.asarray(m["loss"])).all()
+  assert not np.asarray(m["nonfinite"]).any()
