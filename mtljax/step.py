@@ -394,22 +394,24 @@ def init_params(model_cfg, image_shape, num_tasks: int, seeds, num_groups: int):
   and the T STL networks of one seed share their initialisation, which pairs
   the comparison in initialisation as well as in data.
   """
-  graphdef, _ = models.create(model_cfg, image_shape, num_tasks,
-                              jax.random.key(0))
+  graphdef = models.graphdef(model_cfg, image_shape, num_tasks)
 
   def one(seed):
     return models.create(model_cfg, image_shape, num_tasks,
                          jax.random.key(seed))[1]
 
-  per_seed = jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.uint32))
-  params = jax.tree.map(
-      lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], num_groups) + x.shape[1:]),
-      per_seed)
-  return graphdef, params
+  def stacked(seed_array):
+    return jax.tree.map(
+        lambda x: jnp.broadcast_to(x[:, None],
+                                   (x.shape[0], num_groups) + x.shape[1:]),
+        jax.vmap(one)(seed_array))
+
+  # One compiled program: op-by-op, each op would be a small compile of its own.
+  return graphdef, jax.jit(stacked)(jnp.asarray(seeds, jnp.uint32))
 
 
 def init_state(params, tx) -> dict:
   """The train state: step counter, stacked params and optimizer states."""
-  opt_state = jax.vmap(jax.vmap(tx.init))(params)
+  opt_state = jax.jit(jax.vmap(jax.vmap(tx.init)))(params)
   return {"step": jnp.zeros((), jnp.int32), "params": params,
           "opt_state": opt_state}

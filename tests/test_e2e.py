@@ -100,8 +100,11 @@ def test_vmapped_seeds_equal_seeds_run_one_by_one(smoke_data_dir, tmp_path):
       for t, m in a["test"]["per_task"].items():
         np.testing.assert_allclose(m["loss"], b["test"]["per_task"][t]["loss"],
                                    rtol=1e-5)
+        # Batched and unbatched dots round differently (float32), so a nearly
+        # tied pair of test scores may swap: one pair moves AUC by 1/(P*N),
+        # ~1e-4 here. The loss above is the tight check.
         np.testing.assert_allclose(m["auc"], b["test"]["per_task"][t]["auc"],
-                                   atol=1e-6)
+                                   atol=1e-3)
 
 
 def test_cli_sweep_report_and_print_commands(smoke_data_dir, tmp_path, capsys):

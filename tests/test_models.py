@@ -60,3 +60,29 @@ def test_unknown_encoder_raises():
   cfg.encoder = "transformer"
   with pytest.raises(ValueError, match="model.encoder"):
     models.create(cfg, (2, 2, 3), 4, jax.random.key(0))
+
+
+@pytest.mark.parametrize("shape,axes,fan_in", [
+    ((300, 200), None, 300),            # dense [in, out]
+    ((3, 3, 16, 64), None, 144),        # conv [h, w, in, out]
+    ((4, 500), (1,), 500),              # stacked heads [T, feat]
+])
+def test_lecun_normal_matches_jax_statistics(shape, axes, fan_in):
+  from mtljax.models.encoders import lecun_normal
+  ours = np.asarray(lecun_normal(axes)(jax.random.key(1), shape))
+  assert ours.shape == shape
+  # Reference: jax's own initialiser with the same fan-in, on a 2-D shape.
+  ref = np.asarray(jax.nn.initializers.lecun_normal()(
+      jax.random.key(2), (fan_in, ours.size // fan_in)))
+  np.testing.assert_allclose(ours.std(), ref.std(), rtol=0.05)
+  np.testing.assert_allclose(ours.std(), 1 / np.sqrt(fan_in), rtol=0.05)
+  assert np.abs(ours).max() <= 2 / 0.8796 / np.sqrt(fan_in) + 1e-6  # truncated
+
+
+def test_graphdef_matches_a_built_network():
+  cfg = tiny_model_cfg("cnn", 4, 2)
+  graphdef, params = models.create(cfg, (8, 8, 3), 4, jax.random.key(0))
+  abstract = models.graphdef(cfg, (8, 8, 3), 4)
+  x = np.ones((2, 8, 8, 3), np.float32)
+  np.testing.assert_array_equal(models.apply(abstract, params, x),
+                                models.apply(graphdef, params, x))

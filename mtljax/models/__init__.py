@@ -2,8 +2,9 @@
 
 from mtljax.models.encoders import ENCODERS, CNNEncoder, MLPEncoder
 from mtljax.models.multitask import (MultiTaskNet, apply, count_params, create,
+                                    graphdef,
                                     matched_stl_width, param_count)
 
 __all__ = ["ENCODERS", "CNNEncoder", "MLPEncoder", "MultiTaskNet", "apply",
            "count_params", "matched_stl_width",
-           "create", "param_count"]
+           "create", "graphdef", "param_count"]

@@ -136,12 +136,36 @@ def _conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
       preferred_element_type=preferred_element_type, **kwargs)
 
 
+def lecun_normal(fan_in_axes=None):
+  """LeCun-normal initialiser (truncated normal, variance 1/fan_in).
+
+  The values follow `jax.nn.initializers.lecun_normal`, but the draw is made
+  flat and reshaped: XLA:CPU compiles a multi-dimensional truncated-normal
+  draw ~4x slower (1.5 s vs 0.4 s for the CNN's kernels), a cost every
+  program paid before its first step.
+
+  Args:
+    fan_in_axes: the axes whose sizes multiply to the fan-in; None means all
+      but the last (a dense [in, out] or convolution [h, w, in, out] kernel).
+  """
+  def init(key, shape, dtype=jnp.float32):
+    axes = (range(len(shape) - 1) if fan_in_axes is None else fan_in_axes)
+    fan_in = math.prod(shape[a] for a in axes)
+    # 0.8796...: the std of a standard normal truncated to [-2, 2].
+    std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+    z = jax.random.truncated_normal(key, -2.0, 2.0, (math.prod(shape),), dtype)
+    return (z * std).reshape(shape)
+
+  return init
+
+
 def _dense(n_in, n_out, dtype, rngs):
   # float32 accumulation even for bf16 compute: on CPUs with AMX and on GPUs
   # a bf16 dot without preferred_element_type falls off the fast path.
   pet = jnp.float32 if dtype == jnp.bfloat16 else None
   return nnx.Linear(n_in, n_out, dtype=dtype, preferred_element_type=pet,
-                    dot_general=_dot_general, rngs=rngs)
+                    dot_general=_dot_general, kernel_init=lecun_normal(),
+                    rngs=rngs)
 
 
 class MLPEncoder(nnx.Module):
@@ -180,6 +204,7 @@ class CNNEncoder(nnx.Module):
       c_out = width * 2**i
       self.convs.append(nnx.Conv(c_in, c_out, (3, 3), dtype=dtype,
                                  conv_general_dilated=_conv_general_dilated,
+                                 kernel_init=lecun_normal(),
                                  rngs=rngs))
       c_in = c_out
     self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
