@@ -90,8 +90,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.nonfinite_policy = "halt"  # "halt" or "skip"
   c.train.progress = "auto"         # "auto" (bar on a tty), "bar", "log", "none"
   # How the [seeds, groups] runs are mapped in the step: "vmap" (one batched
-  # program), "unroll" (R copies in one jit; faster for convs on XLA:CPU) or
-  # "auto" (unroll for cnn on CPU, else vmap). Results are the same.
+  # program), "scan" (one run at a time, by a loop inside the jit), "unroll"
+  # (R copies in one jit; slow to compile) or "auto" (step.default_run_map:
+  # vmap on accelerators, scan where XLA:CPU runs vmapped layers slowly).
+  # Results agree up to float rounding.
   c.train.run_map = "auto"
   return c
 
@@ -107,7 +109,7 @@ _CHOICES = {
     "train.selection_metric": ("auc", "ap", "acc", "loss"),
     "train.nonfinite_policy": ("halt", "skip"),
     "train.progress": ("auto", "bar", "log", "none"),
-    "train.run_map": ("auto", "vmap", "unroll"),
+    "train.run_map": ("auto", "vmap", "unroll", "scan"),
 }
 _POSITIVE = ("num_seeds", "model.width", "model.depth", "train.batch_size",
              "train.steps", "train.eval_every", "train.log_every",

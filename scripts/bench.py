@@ -22,6 +22,8 @@ Sections (docs/PERFORMANCE.md describes them and records results):
        wall time with --reproduce-times).
   b7   a small study end to end: mtljax in one process vs one PyTorch
        process per run, one after another (start-up included).
+  opt  what the optimizations buy: each one switched off, side by side
+       with it switched on (custom matmul and convolution backward passes).
 
 Timing. Every number is a median over rounds, after warm-up. Variants that
 are compared with each other are measured interleaved, round-robin, in one
@@ -54,7 +56,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
-SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7")
+SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "opt")
 
 # Sizes. "full" is what docs/PERFORMANCE.md reports; "smoke" only checks that
 # every code path runs (its numbers mean nothing).
@@ -78,6 +80,8 @@ FULL = dict(
     b7_torch_tasks=(-1, 0, 1, 2, 3),  # -1: the MTL network, t: STL on task t
     b7_torch_seeds=2,  # seeds whose PyTorch processes are timed (--b7-all)
     b2b_torch_compile=True,
+    # opt: b1's MLP with 2 vmapped runs; the quick CNN with 4 scanned runs.
+    opt_mlp_runs=2, opt_cnn_runs=4, opt_rounds=5,
 )
 SMOKE = dict(
     rounds=2, target_s=0.01,
@@ -92,6 +96,7 @@ SMOKE = dict(
     b7_seeds=1, b7_steps=3, b7_width=2, b7_batch=16, b7_examples=256,
     b7_torch_tasks=(-1, 0), b7_torch_seeds=1,
     b2b_torch_compile=False,  # b1 already covers the torch.compile path
+    opt_mlp_runs=2, opt_cnn_runs=2, opt_rounds=2,
 )
 
 
@@ -609,6 +614,39 @@ def section_b2(cfg, res):
   res["b2"] = out
 
 
+def _peak_bf16_matmul(cfg) -> dict:
+  """GFLOP/s of n^3 bf16 matmuls: XLA with and without f32 accumulation, torch."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  torch = _torch()
+  n = cfg["peak_n"]
+  a = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
+  b = jax.random.normal(jax.random.key(2), (n, n), jnp.bfloat16)
+  variants = {
+      "jnp.dot bf16 (f32 accumulation)": jax.jit(
+          lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32)),
+      "jnp.dot bf16": jax.jit(jnp.dot)}
+
+  def jax_runner(f):
+    def run(k):
+      for _ in range(k):
+        out = f(a, b)
+      out.block_until_ready()
+    return run
+  fns = {name: jax_runner(f) for name, f in variants.items()}
+  if torch is not None:
+    ta = torch.randn(n, n, dtype=torch.bfloat16)
+    tb = torch.randn(n, n, dtype=torch.bfloat16)
+
+    def run_torch(k):
+      for _ in range(k):
+        torch.mm(ta, tb)
+    fns["torch.mm bf16"] = run_torch
+  timed = interleaved(fns, rounds=cfg["rounds"], target_s=cfg["target_s"])
+  return {name: 2.0 * n ** 3 / tm["median_s"] / 1e9
+          for name, tm in timed.items()}
+
+
 def section_b2b(cfg, res):
   torch = _torch()
   in_features = math.prod(cfg["mlp_in"])
@@ -646,6 +684,8 @@ def section_b2b(cfg, res):
   mt = rows["mtljax bfloat16"]["examples_per_s"]
   res["b2b"] = {
       "rows": rows,
+      # The kernels underneath: what each library's bf16 matmul reaches here.
+      "peak_bf16_matmul_gflops_per_s": _peak_bf16_matmul(cfg),
       "bf16_speedup_over_f32": mt / rows["mtljax float32"]["examples_per_s"],
       "ratio_vs_best_torch_bf16": mt / torch_best if torch_best else None,
   }
@@ -689,9 +729,27 @@ def _b3_point(cfg, model, r, width=None, maps=("vmap", "unroll", "scan")):
     jax.block_until_ready(states)
 
   fns["sequential"] = sequential
+  # The fixed cost of one dispatch: a step that does no work on the same
+  # state (donated, like the real one).
+  noop = jax.jit(lambda st, specs, batch: dict(st, step=st["step"] + 1),
+                 donate_argnums=0)
+  noop_states = [jax.tree.map(jnp.copy, one.state) for _ in range(r)]
+
+  def dispatch_only(n):
+    for _ in range(n):
+      for i in range(r):
+        noop_states[i] = noop(noop_states[i], one.specs, one.batch)
+    jax.block_until_ready(noop_states)
+
+  fns["dispatch"] = dispatch_only
   timed = interleaved(fns, rounds=cfg["b3_rounds"], target_s=cfg["b3_target_s"])
   seq = timed["sequential"]["median_s"]
+  disp = timed["dispatch"]["median_s"]
   out = {"sequential_ms": seq * 1e3, "run_gflop": run_flops / 1e9,
+         # Host cost of one dispatch, as a share of a one-run step: the part
+         # of a step that batching R runs into one dispatch removes outright.
+         "dispatch_ms": disp * 1e3 / r,
+         "dispatch_share": disp / seq,
          # What one run alone achieves: how much of the machine is left idle
          # for other runs to use.
          "run_gflops_per_s": run_flops * r / seq / 1e9}
@@ -726,6 +784,7 @@ def section_b3(cfg, res):
       else:
         p = _b3_point(cfg, model, r, width, maps=(run_map,))
       sweep[str(width)] = {"R": r, "map": run_map,
+                           "dispatch_share": p["dispatch_share"],
                            "speedup": p[run_map]["speedup"],
                            "step_ms": p[run_map]["ms"],
                            "sequential_ms": p["sequential_ms"],
@@ -1052,6 +1111,66 @@ def section_b7(cfg, res, args):
 
 
 # --------------------------------------------------------------------------
+# opt: each optimization off vs on.
+
+
+@contextlib.contextmanager
+def _patched(module, name, value):
+  old = getattr(module, name)
+  setattr(module, name, value)
+  try:
+    yield
+  finally:
+    setattr(module, name, old)
+
+
+def section_opt(cfg, res):
+  """Steps/s with each of mtljax's custom backward passes on and off.
+
+  The layers read `encoders._dot_general` / `_conv_general_dilated` when they
+  are built, so patching them before a JaxSetup builds the plain-JAX version
+  of the same step.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from mtljax.models import encoders  # pylint: disable=g-import-not-at-top
+
+  def plain_dot(lhs, rhs, dimension_numbers, precision=None,
+                preferred_element_type=None, **kw):
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers,
+                               precision=precision,
+                               preferred_element_type=preferred_element_type,
+                               **kw)
+
+  plain_conv = jax.lax.conv_general_dilated
+  r_mlp, r_cnn = cfg["opt_mlp_runs"], cfg["opt_cnn_runs"]
+  cases = {
+      "matmul backward": dict(
+          what=f"b1's MLP, {r_mlp} runs vmapped", patch=("_dot_general", plain_dot),
+          setup=dict(encoder="mlp", width=cfg["mlp_width"],
+                     depth=cfg["mlp_depth"], image_shape=cfg["mlp_in"],
+                     tasks=cfg["tasks"], batch=cfg["mlp_batch"],
+                     seeds=tuple(range(r_mlp)), run_map="vmap")),
+      "conv backward": dict(
+          what=f"quick CNN w{cfg['cnn_width']}, {r_cnn} runs, scan",
+          patch=("_conv_general_dilated", plain_conv),
+          setup=dict(encoder="cnn", width=cfg["cnn_width"],
+                     depth=cfg["cnn_depth"], image_shape=cfg["b3_image"],
+                     tasks=cfg["tasks"], batch=cfg["b3_batch"],
+                     seeds=tuple(range(r_cnn)), run_map="scan")),
+  }
+  out = {}
+  for name, c in cases.items():
+    fns = {"on": JaxSetup(**c["setup"]).runner()}
+    with _patched(encoders, *c["patch"]):
+      fns["off"] = JaxSetup(**c["setup"]).runner()
+    timed = interleaved(fns, rounds=cfg["opt_rounds"], target_s=cfg["target_s"])
+    on, off = timed["on"]["median_s"], timed["off"]["median_s"]
+    out[name] = {"program": c["what"], "on_ms": on * 1e3, "off_ms": off * 1e3,
+                 "speedup": off / on}
+  res["opt"] = {"rows": out}
+
+
+# --------------------------------------------------------------------------
 # Subprocess workers.
 
 
@@ -1137,28 +1256,41 @@ def table(res) -> str:
           f"{_fmt(r.get('examples_per_s'), '.0f')} | {r.get('note', '')} |")
     add(f"mtljax bf16 / f32: {_fmt(b['bf16_speedup_over_f32'])}; mtljax bf16 / "
         f"best PyTorch bf16: {_fmt(b['ratio_vs_best_torch_bf16'])}")
+    add(f"  bf16 matmul {FULL['peak_n'] if not res['smoke'] else SMOKE['peak_n']}"
+        "^3: " + "; ".join(f"{k} {v:.0f} GFLOP/s" for k, v in
+                          b.get("peak_bf16_matmul_gflops_per_s", {}).items()))
     add("")
   if "b3" in res:
     b = res["b3"]
     add("B3 runs per compile (speed-up = R one-run dispatches / one R-run step)")
     add("| model | R | sequential ms | vmap ms (x) | unroll ms (x) | "
-        "scan ms (x) | best/R |")
-    add("|---|---:|---:|---:|---:|---:|---:|")
+        "scan ms (x) | best/R | 1 dispatch ms (share) |")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|")
     for model, m in b["models"].items():
       for r, p in m["by_R"].items():
         cells = " | ".join(f"{p[k]['ms']:.2f} ({p[k]['speedup']:.2f})"
                            for k in ("vmap", "unroll", "scan"))
         add(f"| {model} w{m['width']} | {r} | {p['sequential_ms']:.2f} | "
-            f"{cells} | {p['best_speedup_over_R']:.2f} |")
+            f"{cells} | {p['best_speedup_over_R']:.2f} | "
+            f"{p['dispatch_ms']:.3f} ({p['dispatch_share']:.0%}) |")
     for model, sw in b["width_sweep"].items():
       first = next(iter(sw["by_width"].values()))
       add(f"  {model} width sweep, R={first['R']} ({first['map']}): width: "
           f"speed-up, one run's GFLOP/s")
       add("    " + "; ".join(
-          f"w{w}: {v['speedup']:.2f}x, {v['run_gflops_per_s']:.0f}"
+          f"w{w}: {v['speedup']:.2f}x (dispatch {v['dispatch_share']:.0%}), "
+          f"{v['run_gflops_per_s']:.0f}"
           for w, v in sw["by_width"].items()))
       add(f"    compute-bound (one run at >= half the best rate) from width "
           f"{sw['compute_bound_width']}")
+    add("")
+  if "opt" in res:
+    add("Optimizations, each switched off vs on (step ms, median)")
+    add("| optimization | program | off ms | on ms | speed-up |")
+    add("|---|---|---:|---:|---:|")
+    for name, r in res["opt"]["rows"].items():
+      add(f"| custom {name} | {r['program']} | {r['off_ms']:.2f} | "
+          f"{r['on_ms']:.2f} | {r['speedup']:.2f} |")
     add("")
   if "b4" in res:
     b = res["b4"]

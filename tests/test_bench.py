@@ -12,7 +12,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7")
+SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "opt")
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +51,14 @@ def test_sections_have_their_fields(smoke):
   assert {"mtljax float32", "mtljax bfloat16"} <= set(res["b2b"]["rows"])
   for model in ("mlp", "cnn"):
     by_r = res["b3"]["models"][model]["by_R"]
-    assert all({"vmap", "unroll", "sequential_ms"} <= set(p) for p in
-               by_r.values())
+    assert all({"vmap", "unroll", "sequential_ms", "dispatch_ms"} <= set(p)
+               for p in by_r.values())
   assert res["b4"]["overhead"] is not None
   assert res["b5"]["data_parallel"]["agree"] and res["b5"]["bf16"]["agree"]
   assert res["b6"]["rows"]
   assert res["b7"]["mtljax_one_process_s"] > 0
+  assert {"matmul backward", "conv backward"} <= set(res["opt"]["rows"])
+  assert res["b2b"]["peak_bf16_matmul_gflops_per_s"]
 
 
 def test_prints_a_table(smoke):
