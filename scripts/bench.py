@@ -647,6 +647,42 @@ def _peak_bf16_matmul(cfg) -> dict:
           for name, tm in timed.items()}
 
 
+def _bf16_wgrad_dots(cfg) -> dict:
+  """ms of b1's largest weight-gradient dot (x^T g), bf16 with f32 accumulation.
+
+  As the step writes it (contracting over the batch axis of both operands),
+  against the same product with x already transposed in memory, and in f32.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  b, n, m = cfg["mlp_batch"], math.prod(cfg["mlp_in"]), cfg["mlp_width"]
+  x = jax.random.normal(jax.random.key(1), (b, n), jnp.bfloat16)
+  xt = jnp.asarray(x.T)  # materialised outside the jit: a real [n, b] array
+  g = jax.random.normal(jax.random.key(2), (b, m), jnp.bfloat16)
+  f32 = jnp.float32
+  variants = {
+      "bf16, contract batch axes (as in the step)": (jax.jit(
+          lambda x, g: jax.lax.dot_general(x, g, (((0,), (0,)), ((), ())),
+                                           preferred_element_type=f32)), x),
+      "bf16, x pre-transposed": (jax.jit(
+          lambda xt, g: jax.lax.dot_general(xt, g, (((1,), (0,)), ((), ())),
+                                            preferred_element_type=f32)), xt),
+      "f32, contract batch axes": (jax.jit(
+          lambda x, g: jax.lax.dot_general(x.astype(f32), g.astype(f32),
+                                           (((0,), (0,)), ((), ())))), x),
+  }
+
+  def runner(f, a):
+    def run(k):
+      for _ in range(k):
+        out = f(a, g)
+      out.block_until_ready()
+    return run
+  timed = interleaved({k: runner(*v) for k, v in variants.items()},
+                      rounds=cfg["rounds"], target_s=cfg["target_s"])
+  return {k: tm["median_s"] * 1e3 for k, tm in timed.items()}
+
+
 def section_b2b(cfg, res):
   torch = _torch()
   in_features = math.prod(cfg["mlp_in"])
@@ -686,6 +722,7 @@ def section_b2b(cfg, res):
       "rows": rows,
       # The kernels underneath: what each library's bf16 matmul reaches here.
       "peak_bf16_matmul_gflops_per_s": _peak_bf16_matmul(cfg),
+      "wgrad_dot_ms": _bf16_wgrad_dots(cfg),
       "bf16_speedup_over_f32": mt / rows["mtljax float32"]["examples_per_s"],
       "ratio_vs_best_torch_bf16": mt / torch_best if torch_best else None,
   }
@@ -1259,6 +1296,8 @@ def table(res) -> str:
     add(f"  bf16 matmul {FULL['peak_n'] if not res['smoke'] else SMOKE['peak_n']}"
         "^3: " + "; ".join(f"{k} {v:.0f} GFLOP/s" for k, v in
                           b.get("peak_bf16_matmul_gflops_per_s", {}).items()))
+    add("  b1's weight-gradient dot x^T g: " + "; ".join(
+        f"{k} {v:.2f} ms" for k, v in b.get("wgrad_dot_ms", {}).items()))
     add("")
   if "b3" in res:
     b = res["b3"]
