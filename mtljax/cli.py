@@ -261,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{overrides[0]!r}")
   _setup_logging(args.verbose)
   if args.command in ("train", "sweep", "reproduce"):
+    # Before JAX starts its threads (see mtljax/hostmem.py).
+    from mtljax import hostmem  # pylint: disable=g-import-not-at-top
+    hostmem.tune_allocator()
     _enable_compilation_cache()
   # Imported here so that `--help` and argument errors stay instant.
   from mtljax import errors  # pylint: disable=g-import-not-at-top

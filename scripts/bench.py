@@ -1204,7 +1204,36 @@ def section_opt(cfg, res):
     on, off = timed["on"]["median_s"], timed["off"]["median_s"]
     out[name] = {"program": c["what"], "on_ms": on * 1e3, "off_ms": off * 1e3,
                  "speedup": off / on}
+  # The allocator setting is per process: one worker with it, one without.
+  r_malloc = cfg["opt_mlp_runs"]
+  on_off = {}
+  for flag in ("1", "0"):
+    on_off[flag] = _run_worker("opt-malloc", cfg, env=dict(
+        os.environ, MTLJAX_MALLOC_TUNING=flag))
+  out["host allocator (mtljax.hostmem)"] = {
+      "program": f"b1's MLP, {r_malloc} runs unrolled",
+      "on_ms": on_off["1"]["step_ms"], "off_ms": on_off["0"]["step_ms"],
+      "speedup": on_off["0"]["step_ms"] / on_off["1"]["step_ms"],
+      "page_faults_per_step": {"on": on_off["1"]["faults_per_step"],
+                               "off": on_off["0"]["faults_per_step"]}}
   res["opt"] = {"rows": out}
+
+
+def worker_opt_malloc(cfg) -> dict:
+  """Step ms and page faults per step of a multi-run step, in this process."""
+  import resource  # pylint: disable=g-import-not-at-top
+  s = JaxSetup(encoder="mlp", width=cfg["mlp_width"], depth=cfg["mlp_depth"],
+               image_shape=cfg["mlp_in"], tasks=cfg["tasks"],
+               batch=cfg["mlp_batch"], seeds=tuple(range(cfg["opt_mlp_runs"])),
+               run_map="unroll")
+  run = s.runner()
+  timed = interleaved({"step": run}, rounds=cfg["opt_rounds"],
+                      target_s=cfg["target_s"])
+  n = max(1, timed["step"]["iters"])
+  f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  run(n)
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n
+  return {"step_ms": timed["step"]["median_s"] * 1e3, "faults_per_step": faults}
 
 
 # --------------------------------------------------------------------------
@@ -1231,6 +1260,8 @@ def _worker_main(args, cfg) -> None:
     out = worker_b7_jax(cfg, a[0])
   elif args.worker == "b7-torch":
     out = worker_b7_torch(cfg, a[0], int(a[1]), int(a[2]))
+  elif args.worker == "opt-malloc":
+    out = worker_opt_malloc(cfg)
   else:
     raise SystemExit(f"unknown worker {args.worker!r}")
   print(json.dumps(out))
@@ -1328,7 +1359,11 @@ def table(res) -> str:
     add("| optimization | program | off ms | on ms | speed-up |")
     add("|---|---|---:|---:|---:|")
     for name, r in res["opt"]["rows"].items():
-      add(f"| custom {name} | {r['program']} | {r['off_ms']:.2f} | "
+      faults = r.get("page_faults_per_step")
+      note = (f" (page faults/step: {faults['off']:.0f} off, "
+              f"{faults['on']:.0f} on)" if faults else "")
+      label = name if name.startswith("host") else f"custom {name}"
+      add(f"| {label} | {r['program']}{note} | {r['off_ms']:.2f} | "
           f"{r['on_ms']:.2f} | {r['speedup']:.2f} |")
     add("")
   if "b4" in res:
@@ -1403,6 +1438,10 @@ def main(argv=None) -> int:
   p.add_argument("--worker-args", nargs="*", default=[], help=argparse.SUPPRESS)
   args = p.parse_args(argv)
   cfg = SMOKE if args.smoke else FULL
+  # As the `mtljax` command does, before JAX starts (MTLJAX_MALLOC_TUNING=0
+  # turns it off; the opt section measures both).
+  from mtljax import hostmem  # pylint: disable=g-import-not-at-top
+  hostmem.tune_allocator()
   if args.worker:
     _worker_main(args, cfg)
     return 0
