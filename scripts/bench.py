@@ -1133,7 +1133,9 @@ def section_b7(cfg, res, args):
       for seed in range(timed_seeds):
         for task in cfg["b7_torch_tasks"]:
           t1 = time.perf_counter()
-          _run_worker("b7-torch", cfg, extra=[path, str(seed), str(task)])
+          # PyTorch as users run it: glibc's default allocator settings.
+          _run_worker("b7-torch", cfg, extra=[path, str(seed), str(task)],
+                      env=dict(os.environ, MTLJAX_MALLOC_TUNING="0"))
           per_run.append(time.perf_counter() - t1)
       torch_s = sum(per_run) * cfg["b7_seeds"] / timed_seeds
       out.update({"torch_process_per_run_s": torch_s,
