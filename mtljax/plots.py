@@ -27,6 +27,8 @@ matplotlib.use("Agg")
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import matplotlib.pyplot as plt
 import numpy as np
+
+from mtljax.report_md import METRIC_NAMES
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 Series = tuple[Sequence[float], Sequence[float], Sequence[float]]
@@ -235,7 +237,6 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
   """
   os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
   metric, base = summary["metric"], summary["baseline"]
-  from mtljax.report import METRIC_NAMES  # pylint: disable=g-import-not-at-top
   name = METRIC_NAMES.get(metric, metric)
   conds = summary["conditions"]
   arm_names = dict.fromkeys(a for c in conds for a in c["arms"])
