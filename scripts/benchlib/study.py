@@ -1,0 +1,234 @@
+"""B7 (a study end to end vs a PyTorch process per run); opt ablations."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+
+from benchlib.common import (
+    bench_data_dir, fake_batch, get_torch, interleaved, JaxSetup, median_of,
+    NO_TORCH, run_worker, torch_adam, torch_cnn)
+
+
+# --------------------------------------------------------------------------
+# B7: a study end to end.
+
+
+def _b7_data(cfg, args, path):
+  """Writes the study's training data (images, labels, masks) to an .npz."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mtljax import data as data_lib  # pylint: disable=g-import-not-at-top
+  try:
+    d = data_lib.load_split("mtl_scenes", "train", bench_data_dir(args),
+                            cfg["b4_split"], cfg["b7_examples"], log=None)
+    images = data_lib.normalize(d["image"])
+    labels, mask = (d["labels"] == 1).astype(np.float32), d["labels"] >= 0
+    source = "mtl_scenes"
+  except Exception:  # pylint: disable=broad-except  # not built: synthetic
+    b = fake_batch(7, 1, cfg["b7_examples"], (32, 32, 3), 4)
+    images, labels, mask = b["image"][0], b["labels"][0], b["mask"][0]
+    source = "synthetic"
+  np.savez(path, image=images, labels=labels, mask=mask)
+  return source
+
+
+def _b7_order(seed, steps, batch, n):
+  """Example indices of each step for one seed: the same in JAX and PyTorch."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  per_epoch = n // batch
+  idx = [rng.permutation(n)[:per_epoch * batch].reshape(per_epoch, batch)
+         for _ in range(-(-steps // per_epoch))]
+  return np.concatenate(idx)[:steps]
+
+
+def worker_b7_jax(cfg, data_path) -> dict:
+  """All runs of the study in one mtljax program (one process)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mtljax import parallel  # pylint: disable=g-import-not-at-top
+  from mtljax.step import default_run_map  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  d = np.load(data_path)
+  images, labels, mask = d["image"], d["labels"], d["mask"]
+  seeds = tuple(range(cfg["b7_seeds"]))
+  steps, bsz = cfg["b7_steps"], cfg["b7_batch"]
+  s = JaxSetup(encoder="cnn", width=cfg["b7_width"], depth=cfg["cnn_depth"],
+               image_shape=images.shape[1:], tasks=labels.shape[1], batch=bsz,
+               seeds=seeds, modes=("mtl", "stl"),
+               run_map=default_run_map("cnn"))
+  orders = np.stack([_b7_order(sd, steps, bsz, len(images)) for sd in seeds])
+  state, m = s.state, None
+  t_first = None
+  for i in range(steps):
+    idx = orders[:, i]
+    batch = {"image": images[idx], "labels": labels[idx], "mask": mask[idx]}
+    state, m = s.step(state, s.specs, parallel.global_batch(batch, s.mesh))
+    if i == 0:
+      jax.block_until_ready(state)
+      t_first = time.perf_counter()
+  loss = np.asarray(m["loss"])
+  t_end = time.perf_counter()
+  return {"runs": s.num_runs, "run_map": default_run_map("cnn"),
+          "final_loss_mean": float(loss.mean()),
+          "setup_and_first_step_s": t_first - t0,
+          "other_steps_s": t_end - t_first}
+
+
+def worker_b7_torch(cfg, data_path, seed, task) -> dict:
+  """One run (MTL if task < 0, else STL on `task`) in its own process."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  d = np.load(data_path)
+  images = torch.from_numpy(d["image"]).permute(0, 3, 1, 2).contiguous()
+  labels, mask = torch.from_numpy(d["labels"]), torch.from_numpy(
+      d["mask"].astype(np.float32))
+  if task >= 0:  # an STL network: one head, its task's labels only
+    labels, mask = labels[:, task:task + 1], mask[:, task:task + 1]
+  torch.manual_seed(seed)
+  net = torch_cnn(torch, cfg["b7_width"], cfg["cnn_depth"], labels.shape[1])
+  opt = torch_adam(torch, net.parameters())
+  bce = torch.nn.functional.binary_cross_entropy_with_logits
+  steps, bsz = cfg["b7_steps"], cfg["b7_batch"]
+  order = torch.from_numpy(_b7_order(seed, steps, bsz, len(images)))
+  for i in range(steps):
+    idx = order[i]
+    opt.zero_grad(set_to_none=True)
+    loss = (bce(net(images[idx]), labels[idx], reduction="none")
+            * mask[idx]).sum() / bsz
+    loss.backward()
+    opt.step()
+  return {"final_loss": float(loss)}
+
+
+def section_b7(cfg, res, args):
+  torch = get_torch()
+  work = tempfile.mkdtemp(prefix="mtljax_bench_b7_")
+  try:
+    path = os.path.join(work, "train.npz")
+    source = _b7_data(cfg, args, path)
+    t0 = time.perf_counter()
+    jax_out = run_worker("b7-jax", cfg, extra=[path])
+    jax_s = time.perf_counter() - t0
+    out = {"study": f"{cfg['b7_seeds']} seeds x (MTL + 4 STL) CNN width "
+                    f"{cfg['b7_width']}, batch {cfg['b7_batch']}, "
+                    f"{cfg['b7_steps']} steps", "data": source,
+           "mtljax_one_process_s": jax_s, "mtljax": jax_out}
+    if torch is None:
+      out["torch_note"] = NO_TORCH
+    else:
+      # Every PyTorch process costs the same (start-up + the same steps), so
+      # by default only the processes of some seeds are timed and the total
+      # is scaled up; --b7-all times all of them (4 minutes here).
+      timed_seeds = (cfg["b7_seeds"] if args.b7_all else
+                     min(cfg["b7_torch_seeds"], cfg["b7_seeds"]))
+      per_run = []
+      for seed in range(timed_seeds):
+        for task in cfg["b7_torch_tasks"]:
+          t1 = time.perf_counter()
+          # PyTorch as users run it: glibc's default allocator settings.
+          run_worker("b7-torch", cfg, extra=[path, str(seed), str(task)],
+                      env=dict(os.environ, MTLJAX_MALLOC_TUNING="0"))
+          per_run.append(time.perf_counter() - t1)
+      torch_s = sum(per_run) * cfg["b7_seeds"] / timed_seeds
+      out.update({"torch_process_per_run_s": torch_s,
+                  "torch_runs": cfg["b7_seeds"] * len(cfg["b7_torch_tasks"]),
+                  "torch_runs_timed": len(per_run),
+                  "torch_median_process_s": median_of(per_run),
+                  "speedup": torch_s / jax_s})
+    out["goal"] = ">= 5x"
+    res["b7"] = out
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# opt: each optimization off vs on.
+
+
+@contextlib.contextmanager
+def _patched(module, name, value):
+  old = getattr(module, name)
+  setattr(module, name, value)
+  try:
+    yield
+  finally:
+    setattr(module, name, old)
+
+
+def section_opt(cfg, res):
+  """Steps/s with each of mtljax's custom backward passes on and off.
+
+  The layers read `encoders._dot_general` / `_conv_general_dilated` when they
+  are built, so patching them before a JaxSetup builds the plain-JAX version
+  of the same step.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from mtljax.models import encoders  # pylint: disable=g-import-not-at-top
+
+  def plain_dot(lhs, rhs, dimension_numbers, precision=None,
+                preferred_element_type=None, **kw):
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers,
+                               precision=precision,
+                               preferred_element_type=preferred_element_type,
+                               **kw)
+
+  plain_conv = jax.lax.conv_general_dilated
+  r_mlp, r_cnn = cfg["opt_mlp_runs"], cfg["opt_cnn_runs"]
+  cases = {
+      "matmul backward": dict(
+          what=f"b1's MLP, {r_mlp} runs vmapped", patch=("_dot_general", plain_dot),
+          setup=dict(encoder="mlp", width=cfg["mlp_width"],
+                     depth=cfg["mlp_depth"], image_shape=cfg["mlp_in"],
+                     tasks=cfg["tasks"], batch=cfg["mlp_batch"],
+                     seeds=tuple(range(r_mlp)), run_map="vmap")),
+      "conv backward": dict(
+          what=f"quick CNN w{cfg['cnn_width']}, {r_cnn} runs, scan",
+          patch=("_conv_general_dilated", plain_conv),
+          setup=dict(encoder="cnn", width=cfg["cnn_width"],
+                     depth=cfg["cnn_depth"], image_shape=cfg["b3_image"],
+                     tasks=cfg["tasks"], batch=cfg["b3_batch"],
+                     seeds=tuple(range(r_cnn)), run_map="scan")),
+  }
+  out = {}
+  for name, c in cases.items():
+    fns = {"on": JaxSetup(**c["setup"]).runner()}
+    with _patched(encoders, *c["patch"]):
+      fns["off"] = JaxSetup(**c["setup"]).runner()
+    timed = interleaved(fns, rounds=cfg["opt_rounds"], target_s=cfg["target_s"])
+    on, off = timed["on"]["median_s"], timed["off"]["median_s"]
+    out[name] = {"program": c["what"], "on_ms": on * 1e3, "off_ms": off * 1e3,
+                 "speedup": off / on}
+  # The allocator setting is per process: one worker with it, one without.
+  r_malloc = cfg["opt_mlp_runs"]
+  on_off = {}
+  for flag in ("1", "0"):
+    on_off[flag] = run_worker("opt-malloc", cfg, env=dict(
+        os.environ, MTLJAX_MALLOC_TUNING=flag))
+  out["host allocator (mtljax.hostmem)"] = {
+      "program": f"b1's MLP, {r_malloc} runs unrolled",
+      "on_ms": on_off["1"]["step_ms"], "off_ms": on_off["0"]["step_ms"],
+      "speedup": on_off["0"]["step_ms"] / on_off["1"]["step_ms"],
+      "page_faults_per_step": {"on": on_off["1"]["faults_per_step"],
+                               "off": on_off["0"]["faults_per_step"]}}
+  res["opt"] = {"rows": out}
+
+
+def worker_opt_malloc(cfg) -> dict:
+  """Step ms and page faults per step of a multi-run step, in this process."""
+  import resource  # pylint: disable=g-import-not-at-top
+  s = JaxSetup(encoder="mlp", width=cfg["mlp_width"], depth=cfg["mlp_depth"],
+               image_shape=cfg["mlp_in"], tasks=cfg["tasks"],
+               batch=cfg["mlp_batch"], seeds=tuple(range(cfg["opt_mlp_runs"])),
+               run_map="unroll")
+  run = s.runner()
+  timed = interleaved({"step": run}, rounds=cfg["opt_rounds"],
+                      target_s=cfg["target_s"])
+  n = max(1, timed["step"]["iters"])
+  f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+  run(n)
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n
+  return {"step_ms": timed["step"]["median_s"] * 1e3, "faults_per_step": faults}
