@@ -7,15 +7,22 @@ with `munmap`. Every page is then faulted in again at the next step: 25k page
 faults per step, which made that step take 42 ms instead of 22
 (docs/PERFORMANCE.md). Keeping freed memory in the heap removes the faults.
 
-Call `tune_allocator()` before JAX starts its threads; the `mtljax` command
-does. Set MTLJAX_MALLOC_TUNING=0 to leave the allocator alone.
+Call `tune_allocator()` before JAX starts its threads (later calls do not
+help: the threads' arenas already exist); the `mtljax` command does. It only
+acts when JAX will run on the CPU: JAX_PLATFORMS starts with "cpu", or no GPU
+or TPU plugin is installed. Set MTLJAX_MALLOC_TUNING=0 to leave the allocator
+alone, or =1 to apply it whatever the backend.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import sys
+
+_ACCELERATOR_MODULES = ("jax_cuda12_plugin", "jax_cuda13_plugin",
+                        "jax_rocm60_plugin", "jax_rocm7_plugin", "libtpu")
 
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -31,10 +38,13 @@ def tune_allocator() -> bool:
   The cost: the process keeps its peak host memory until it exits.
 
   Returns:
-    True if the settings were applied; False off Linux/glibc or when
-    MTLJAX_MALLOC_TUNING=0.
+    True if the settings were applied; False off Linux/glibc, when JAX will
+    likely run on an accelerator, or when MTLJAX_MALLOC_TUNING=0.
   """
-  if os.environ.get("MTLJAX_MALLOC_TUNING", "1") == "0":
+  setting = os.environ.get("MTLJAX_MALLOC_TUNING", "auto")
+  if setting == "0":
+    return False
+  if setting != "1" and not _cpu_backend_expected():
     return False
   if not sys.platform.startswith("linux"):
     return False
@@ -46,3 +56,11 @@ def tune_allocator() -> bool:
   results = [mallopt(_M_ARENA_MAX, 1), mallopt(_M_MMAP_MAX, 0),
              mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)]
   return all(r == 1 for r in results)
+
+
+def _cpu_backend_expected() -> bool:
+  """Whether JAX will run on the CPU, decided before JAX is imported."""
+  platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+  if platforms:
+    return platforms.split(",")[0] == "cpu"
+  return not any(importlib.util.find_spec(m) for m in _ACCELERATOR_MODULES)

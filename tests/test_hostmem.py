@@ -51,3 +51,9 @@ def test_freed_large_blocks_are_reused_not_refaulted():
 def test_env_turns_it_off(monkeypatch):
   monkeypatch.setenv("MTLJAX_MALLOC_TUNING", "0")
   assert hostmem.tune_allocator() is False
+
+
+def test_left_alone_when_an_accelerator_is_expected(monkeypatch):
+  monkeypatch.delenv("MTLJAX_MALLOC_TUNING", raising=False)
+  monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+  assert hostmem.tune_allocator() is False
