@@ -159,14 +159,35 @@ def _patched(module, name, value):
     setattr(module, name, old)
 
 
-def section_opt(cfg, res):
-  """Steps/s with each of mtljax's custom backward passes on and off.
+def _im2col_conv(jax, jnp):
+  """A stride-1 SAME convolution as im2col + one matmul (an alternative)."""
+  def conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+           rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+           precision=None, preferred_element_type=None, **kw):
+    del window_strides, padding, lhs_dilation, rhs_dilation  # 1, SAME, 1, 1
+    del dimension_numbers, feature_group_count, precision, kw  # NHWC, HWIO
+    kh, kw_, c, o = rhs.shape
+    b, h, w, _ = lhs.shape
+    xp = jnp.pad(lhs, ((0, 0), ((kh - 1) // 2, kh // 2),
+                       ((kw_ - 1) // 2, kw_ // 2), (0, 0)))
+    cols = jnp.concatenate([xp[:, i:i + h, j:j + w, :]
+                            for i in range(kh) for j in range(kw_)], axis=-1)
+    return jax.lax.dot_general(cols, rhs.reshape(kh * kw_ * c, o),
+                               (((3,), (0,)), ((), ())),
+                               preferred_element_type=preferred_element_type)
+  return conv
 
-  The layers read `encoders._dot_general` / `_conv_general_dilated` when they
-  are built, so patching them before a JaxSetup builds the plain-JAX version
-  of the same step.
+
+def section_opt(cfg, res):
+  """Step time with each of mtljax's choices, and without it, side by side.
+
+  "without" swaps one module attribute while the step is built and compiled:
+  the layers read `encoders._dot_general` / `_conv_general_dilated` when they
+  are built, the train step reads `step._keep_where` when it is traced.
   """
   import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from mtljax import step as step_lib  # pylint: disable=g-import-not-at-top
   from mtljax.models import encoders  # pylint: disable=g-import-not-at-top
 
   def plain_dot(lhs, rhs, dimension_numbers, precision=None,
@@ -176,31 +197,38 @@ def section_opt(cfg, res):
                                preferred_element_type=preferred_element_type,
                                **kw)
 
-  plain_conv = jax.lax.conv_general_dilated
   r_mlp, r_cnn = cfg["opt_mlp_runs"], cfg["opt_cnn_runs"]
+  mlp = dict(encoder="mlp", width=cfg["mlp_width"], depth=cfg["mlp_depth"],
+             image_shape=cfg["mlp_in"], tasks=cfg["tasks"],
+             batch=cfg["mlp_batch"], seeds=tuple(range(r_mlp)),
+             run_map="vmap")
+  cnn = dict(encoder="cnn", width=cfg["cnn_width"], depth=cfg["cnn_depth"],
+             image_shape=cfg["b3_image"], tasks=cfg["tasks"],
+             batch=cfg["b3_batch"], seeds=tuple(range(r_cnn)), run_map="scan")
+  cnn_name = f"quick CNN w{cfg['cnn_width']}, {r_cnn} runs, scan"
   cases = {
-      "matmul backward": dict(
-          what=f"b1's MLP, {r_mlp} runs vmapped", patch=("_dot_general", plain_dot),
-          setup=dict(encoder="mlp", width=cfg["mlp_width"],
-                     depth=cfg["mlp_depth"], image_shape=cfg["mlp_in"],
-                     tasks=cfg["tasks"], batch=cfg["mlp_batch"],
-                     seeds=tuple(range(r_mlp)), run_map="vmap")),
-      "conv backward": dict(
-          what=f"quick CNN w{cfg['cnn_width']}, {r_cnn} runs, scan",
-          patch=("_conv_general_dilated", plain_conv),
-          setup=dict(encoder="cnn", width=cfg["cnn_width"],
-                     depth=cfg["cnn_depth"], image_shape=cfg["b3_image"],
-                     tasks=cfg["tasks"], batch=cfg["b3_batch"],
-                     seeds=tuple(range(r_cnn)), run_map="scan")),
+      "custom matmul backward": (f"b1's MLP, {r_mlp} runs vmapped", mlp,
+                                 (encoders, "_dot_general", plain_dot)),
+      "custom conv backward": (cnn_name, cnn,
+                               (encoders, "_conv_general_dilated",
+                                jax.lax.conv_general_dilated)),
+      # Not optimizations: a cost, and an alternative that was tried.
+      "non-finite guard (vs none)": (
+          f"b1's MLP, {r_mlp} runs vmapped", mlp,
+          (step_lib, "_keep_where", lambda ok, new, old: new)),
+      "Eigen conv (vs im2col + matmul)": (
+          cnn_name, cnn, (encoders, "_conv_general_dilated",
+                          _im2col_conv(jax, jnp))),
   }
   out = {}
-  for name, c in cases.items():
-    fns = {"on": JaxSetup(**c["setup"]).runner()}
-    with _patched(encoders, *c["patch"]):
-      fns["off"] = JaxSetup(**c["setup"]).runner()
+  for name, (what, setup, patch) in cases.items():
+    fns = {"on": JaxSetup(**setup).runner()}
+    with _patched(*patch):
+      fns["off"] = JaxSetup(**setup).runner()
+      fns["off"](1)  # traced and compiled while patched
     timed = interleaved(fns, rounds=cfg["opt_rounds"], target_s=cfg["target_s"])
     on, off = timed["on"]["median_s"], timed["off"]["median_s"]
-    out[name] = {"program": c["what"], "on_ms": on * 1e3, "off_ms": off * 1e3,
+    out[name] = {"program": what, "on_ms": on * 1e3, "off_ms": off * 1e3,
                  "speedup": off / on}
   # The allocator setting is per process: one worker with it, one without.
   r_malloc = cfg["opt_mlp_runs"]

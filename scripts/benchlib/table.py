@@ -95,15 +95,15 @@ def table(res) -> str:
           f"{sw['compute_bound_width']}")
     add("")
   if "opt" in res:
-    add("Optimizations, each switched off vs on (step ms, median)")
-    add("| optimization | program | off ms | on ms | speed-up |")
+    add("mtljax's choices, each against the step without it (ms, median; "
+        "speed-up = without / with)")
+    add("| choice | program | without ms | with ms | speed-up |")
     add("|---|---|---:|---:|---:|")
     for name, r in res["opt"]["rows"].items():
       faults = r.get("page_faults_per_step")
-      note = (f" (page faults/step: {faults['off']:.0f} off, "
-              f"{faults['on']:.0f} on)" if faults else "")
-      label = name if name.startswith("host") else f"custom {name}"
-      add(f"| {label} | {r['program']}{note} | {r['off_ms']:.2f} | "
+      note = (f" (page faults/step: {faults['off']:.0f} without, "
+              f"{faults['on']:.0f} with)" if faults else "")
+      add(f"| {name} | {r['program']}{note} | {r['off_ms']:.2f} | "
           f"{r['on_ms']:.2f} | {r['speedup']:.2f} |")
     add("")
   if "b4" in res:
