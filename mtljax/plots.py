@@ -111,6 +111,13 @@ def line_with_ci(x: Sequence[float], series: Mapping[str, Series], path: str,
   """
   x = np.asarray(x, dtype=np.float64)
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  return _finish_lines(fig, ax, x, series, path, xlabel=xlabel, ylabel=ylabel,
+                       title=title, logx=logx, colors=colors)
+
+
+def _finish_lines(fig, ax, x, series, path, *, xlabel, ylabel, title, logx,
+                  colors) -> str:
+  """Draws the CI-band series on `ax`, labels the axes and saves the figure."""
   _lines(ax, x, series, colors)
   _xaxis(ax, x, logx)
   ax.set_xlabel(xlabel)
@@ -145,14 +152,8 @@ def diff_vs_field(x: Sequence[float], series: Mapping[str, Series], path: str,
   # The zero line is the question being asked: where does the band cross it?
   ax.axhline(0.0, color="0.3", linewidth=1, linestyle="--",
              label="no difference")
-  _lines(ax, x, series, colors)
-  _xaxis(ax, x, logx)
-  ax.set_xlabel(xlabel)
-  ax.set_ylabel(ylabel)
-  ax.set_title(title, fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  return _save(fig, path)
+  return _finish_lines(fig, ax, x, series, path, xlabel=xlabel, ylabel=ylabel,
+                       title=title, logx=logx, colors=colors)
 
 
 def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],

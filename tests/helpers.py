@@ -1,8 +1,13 @@
-"""Tiny models, fake batches and configs shared by the tests."""
+"""Tiny models, fake batches, compiled steps and configs shared by the tests."""
+
+import types
 
 import numpy as np
 
 from mtljax import config as config_lib
+from mtljax import parallel
+from mtljax import runs
+from mtljax import step as step_lib
 
 
 def tiny_model_cfg(encoder="mlp", width=8, depth=2, dropout=0.0):
@@ -18,3 +23,52 @@ def fake_batch(seed, s, b, image_shape=(2, 2, 3), t=4, p_obs=0.7):
       "labels": rng.integers(0, 2, (s, b, t)).astype(np.float32),
       "mask": rng.random((s, b, t)) < p_obs,
   }
+
+
+def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
+               lrs=(1e-2,), dropout=0.0, num_devices=1, missing_policy="mask",
+               run_map="vmap", encoder="mlp", dtype="float32"):
+  """A tiny program's compiled train step and initial state.
+
+  Returns:
+    A namespace with prog, fn, state, specs, mesh, graphdef and params.
+  """
+  cfg = config_lib.default_config()
+  cfg.model = tiny_model_cfg(encoder, 8 if encoder == "mlp" else 2, 2,
+                             dropout=dropout)
+  cfg.model.dtype = dtype
+  cfg.modes, cfg.optimizer.learning_rates = modes, lrs
+  cfg.loss.missing_policies = (missing_policy,)
+  (prog,) = runs.build_programs(cfg, shape, num_tasks)
+  tx = step_lib.make_optimizer(cfg.optimizer, 10)
+  graphdef, params = step_lib.init_params(cfg.model, shape, num_tasks, seeds,
+                                          prog.num_groups)
+  mesh = parallel.make_mesh(num_devices)
+  fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
+                                mesh=mesh, donate=False, run_map=run_map)
+  return types.SimpleNamespace(
+      prog=prog, fn=fn, state=step_lib.init_state(params, tx),
+      specs=prog.specs(list(seeds)), mesh=mesh, graphdef=graphdef,
+      params=params)
+
+
+def train_steps(fn, state, specs, batches, mesh):
+  """Runs `fn` over host batches; returns the final state and the metrics."""
+  ms = []
+  for b in batches:
+    state, m = fn(state, specs, parallel.global_batch(b, mesh))
+    ms.append(m)
+  return state, ms
+
+
+class FakeSource:
+  """Stands in for a data source (e.g. one with corrupt records)."""
+
+  def __init__(self, records):
+    self.records = records
+
+  def __len__(self):
+    return len(self.records)
+
+  def __getitems__(self, keys):
+    return [self.records[k] for k in keys]

@@ -9,38 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax import config as config_lib
 from mtljax import parallel
-from mtljax import runs
 from mtljax import step as step_lib
 from mtljax.models import encoders
-from tests.helpers import fake_batch, tiny_model_cfg
+from tests.helpers import fake_batch, step_setup, train_steps
 
 T = 4
 SHAPE = (4, 4, 3)
 
 
 def _setup(run_map, encoder, seeds=(0, 1)):
-  cfg = config_lib.default_config()
-  cfg.model = tiny_model_cfg(encoder, 8 if encoder == "mlp" else 2, 2)
-  cfg.modes, cfg.optimizer.learning_rates = ("mtl", "stl"), (1e-2,)
-  (prog,) = runs.build_programs(cfg, SHAPE, T)
-  tx = step_lib.make_optimizer(cfg.optimizer, 10)
-  graphdef, params = step_lib.init_params(cfg.model, SHAPE, T, seeds,
-                                          prog.num_groups)
-  mesh = parallel.make_mesh(1)
-  fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
-                                mesh=mesh, donate=False, run_map=run_map)
-  return (fn, step_lib.init_state(params, tx), prog.specs(list(seeds)), mesh,
-          graphdef, params)
-
-
-def _train(fn, state, specs, mesh, batches):
-  ms = []
-  for b in batches:
-    state, m = fn(state, specs, parallel.global_batch(b, mesh))
-    ms.append(m)
-  return state, ms
+  return step_setup(SHAPE, num_tasks=T, run_map=run_map, encoder=encoder,
+                    seeds=seeds)
 
 
 @pytest.mark.parametrize("encoder", ["mlp", "cnn"])
@@ -49,8 +29,8 @@ def test_scan_equals_vmap_with_a_nonfinite_run(encoder):
   batches[1]["image"][1, 0] = np.nan  # seed 1's runs skip step 1
   out = {}
   for run_map in ("vmap", "scan", "unroll"):
-    fn, state, specs, mesh, _, _ = _setup(run_map, encoder)
-    out[run_map] = _train(fn, state, specs, mesh, batches)
+    s = _setup(run_map, encoder)
+    out[run_map] = train_steps(s.fn, s.state, s.specs, batches, s.mesh)
   (sv, mv), (ss, ms) = out["vmap"], out["scan"]
   np.testing.assert_array_equal(mv[1]["nonfinite"], ms[1]["nonfinite"])
   assert np.asarray(ms[1]["nonfinite"])[1].all()
@@ -61,7 +41,8 @@ def test_scan_equals_vmap_with_a_nonfinite_run(encoder):
 
 
 def test_single_run_step_keeps_state_when_nonfinite():
-  fn, state, specs, mesh, _, _ = _setup("vmap", "mlp", seeds=(0,))
+  s = _setup("vmap", "mlp", seeds=(0,))
+  fn, state, specs, mesh = s.fn, s.state, s.specs, s.mesh
   specs = {k: v[:, :1] for k, v in specs.items()}
   state = jax.tree.map(lambda x: x[:, :1] if x.ndim >= 2 else x, state)
   b = fake_batch(0, 1, 8, SHAPE)
@@ -75,7 +56,8 @@ def test_single_run_step_keeps_state_when_nonfinite():
 
 
 def test_scan_eval_equals_vmap_eval():
-  _, _, _, mesh, graphdef, params = _setup("vmap", "cnn")
+  s = _setup("vmap", "cnn")
+  mesh, graphdef, params = s.mesh, s.graphdef, s.params
   images = np.random.default_rng(0).normal(size=(6,) + SHAPE).astype(
       np.float32)
   a = step_lib.make_eval_fn(graphdef, mesh, "vmap")(params, images)
@@ -136,18 +118,9 @@ def test_custom_layers_only_for_float32():
 @pytest.mark.parametrize("encoder,run_map", [("mlp", "vmap"), ("mlp", "scan"),
                                              ("cnn", "scan"), ("cnn", "vmap")])
 def test_bf16_steps_run_in_every_run_map(encoder, run_map):
-  cfg = config_lib.default_config()
-  cfg.model = tiny_model_cfg(encoder, 8 if encoder == "mlp" else 2, 2)
-  cfg.model.dtype = "bfloat16"
-  cfg.modes = ("mtl", "stl")
-  (prog,) = runs.build_programs(cfg, SHAPE, T)
-  tx = step_lib.make_optimizer(cfg.optimizer, 10)
-  graphdef, params = step_lib.init_params(cfg.model, SHAPE, T, (0, 1),
-                                          prog.num_groups)
-  mesh = parallel.make_mesh(1)
-  fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
-                                mesh=mesh, donate=False, run_map=run_map)
-  state, m = fn(step_lib.init_state(params, tx), prog.specs([0, 1]),
-                parallel.global_batch(fake_batch(0, 2, 8, SHAPE), mesh))
+  s = step_setup(SHAPE, num_tasks=T, run_map=run_map, encoder=encoder,
+                 dtype="bfloat16")
+  _, m = s.fn(s.state, s.specs,
+              parallel.global_batch(fake_batch(0, 2, 8, SHAPE), s.mesh))
   assert np.isfinite(np.asarray(m["loss"])).all()
   assert not np.asarray(m["nonfinite"]).any()

@@ -7,6 +7,7 @@ import pytest
 
 from mtljax import data
 from mtljax.data import labels as labels_lib
+from tests.helpers import FakeSource
 
 
 def _pipe(tiny_data, name="mtl_scenes", **kw):
@@ -198,19 +199,6 @@ def test_bad_load_arguments_raise_data_error(tiny_data):
     _pipe(tiny_data).batch(-1)
 
 
-class _FakeSource:
-  """Stands in for a corrupted ArrayRecord data source."""
-
-  def __init__(self, records):
-    self.records = records
-
-  def __len__(self):
-    return len(self.records)
-
-  def __getitems__(self, keys):
-    return [self.records[k] for k in keys]
-
-
 @pytest.mark.parametrize("corrupt, match", [
     (lambda r: r[7].update(labels=np.array([0, 1, 2, 0], np.int8)),
      r"mtl_scenes split 'test'.*label value 2.*example 7.*'stop_sign'"),
@@ -226,7 +214,7 @@ def test_corrupted_stored_data_raises_data_error(tiny_data, monkeypatch,
   records = [dict(r) for r in real.__getitems__(list(range(20)))]
   corrupt(records)
   monkeypatch.setattr(data.builders.MtlScenes, "as_data_source",
-                      lambda self, split: _FakeSource(records))
+                      lambda self, split: FakeSource(records))
   with pytest.raises(data.DataError, match=match):
     data.load_split("mtl_scenes", "test", tiny_data.data_dir,
                     tiny_data.split_sizes)

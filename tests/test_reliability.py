@@ -49,6 +49,7 @@ from mtljax import checkpoint as ckpt_lib
 from mtljax import cli
 from mtljax import data as data_lib
 from mtljax.data import pipeline as pipeline_lib
+from tests.helpers import FakeSource
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 E1 = os.path.join(ROOT, "experiments", "e1_mtl_vs_stl.py")
@@ -761,19 +762,6 @@ def test_dataset_with_a_label_outside_minus1_0_1(rel, in_process, tmp_path,
   assert _steps(wd) == []
 
 
-class _FakeSource:
-  """Stands in for a data source whose stored values are of the wrong kind."""
-
-  def __init__(self, records):
-    self.records = records
-
-  def __len__(self):
-    return len(self.records)
-
-  def __getitems__(self, keys):
-    return [self.records[k] for k in keys]
-
-
 @pytest.mark.parametrize("value, key, expected", [
     (np.nan, "image", "pixel value nan at example 4"),
     (np.inf, "image", "pixel value inf at example 4"),
@@ -801,7 +789,7 @@ def test_non_finite_or_out_of_range_stored_values(rel, monkeypatch, value,
   else:
     records[4]["labels"][1] = value
   monkeypatch.setattr(data_lib.builders.MtlScenes, "as_data_source",
-                      lambda self, split: _FakeSource(records))
+                      lambda self, split: FakeSource(records))
   with pytest.raises(data_lib.DataError, match="split 'test'") as e:
     data_lib.load_split("mtl_scenes", "test", rel.data_dir, SPLIT_SIZES)
   assert expected in str(e.value)
@@ -814,7 +802,7 @@ def test_stored_labels_for_another_task_count(rel, monkeypatch):
              builder.as_data_source("test").__getitems__(list(range(10)))]
   records[4]["labels"] = np.zeros(5, np.int8)  # 5 tasks; the model has 4
   monkeypatch.setattr(data_lib.builders.MtlScenes, "as_data_source",
-                      lambda self, split: _FakeSource(records))
+                      lambda self, split: FakeSource(records))
   with pytest.raises(data_lib.DataError,
                      match=r"split 'test' in .*: stored 'labels' of example 4 "
                      r"has shape \(5,\), expected \(4,\)"):

@@ -7,38 +7,19 @@ import pytest
 
 from mtljax import config as config_lib
 from mtljax import parallel
-from mtljax import runs
 from mtljax import step as step_lib
-from tests.helpers import fake_batch, tiny_model_cfg
+from tests.helpers import fake_batch, step_setup, train_steps
 
 T = 4
 SHAPE = (2, 2, 3)
 
 
-def setup(modes=("mtl", "stl"), seeds=(0, 1), lrs=(1e-2,), dropout=0.0,
-          num_devices=1, missing_policy="mask", run_map="vmap", encoder="mlp"):
-  cfg = config_lib.default_config()
-  cfg.model = tiny_model_cfg(encoder, 8 if encoder == "mlp" else 2, 2,
-                             dropout=dropout)
-  cfg.modes, cfg.optimizer.learning_rates = modes, lrs
-  cfg.loss.missing_policies = (missing_policy,)
-  (prog,) = runs.build_programs(cfg, SHAPE, T)
-  tx = step_lib.make_optimizer(cfg.optimizer, 10)
-  graphdef, params = step_lib.init_params(cfg.model, SHAPE, T, seeds,
-                                          prog.num_groups)
-  mesh = parallel.make_mesh(num_devices)
-  fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
-                                mesh=mesh, donate=False, run_map=run_map)
-  state = step_lib.init_state(params, tx)
-  return prog, fn, state, prog.specs(list(seeds)), mesh
+def setup(**kw):
+  s = step_setup(SHAPE, num_tasks=T, **kw)
+  return s.prog, s.fn, s.state, s.specs, s.mesh
 
 
-def train(fn, state, specs, batches, mesh):
-  ms = []
-  for b in batches:
-    state, m = fn(state, specs, parallel.global_batch(b, mesh))
-    ms.append(m)
-  return state, ms
+train = train_steps
 
 
 def test_sharded_matches_single_device():
@@ -162,15 +143,3 @@ def test_missing_policies_differ_and_drop_equals_mask_on_complete_examples():
   _, m = fn(st, specs, parallel.global_batch(complete, mesh))
   np.testing.assert_allclose(losses_by_policy["drop"],
                              float(np.asarray(m["loss"])[0, 0]), rtol=1e-5)
-
-
-@pytest.mark.parametrize("encoder", ["mlp", "cnn"])
-def test_unrolled_runs_equal_vmapped_runs(encoder):
-  batches = [fake_batch(i, 2, 8) for i in range(3)]
-  _, fv, sv, specs, mesh = setup(encoder=encoder, run_map="vmap")
-  _, fu, su, _, _ = setup(encoder=encoder, run_map="unroll")
-  sv, mv = train(fv, sv, specs, batches, mesh)
-  su, mu = train(fu, su, specs, batches, mesh)
-  np.testing.assert_allclose(mv[-1]["loss"], mu[-1]["loss"], rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(sv["params"]), jax.tree.leaves(su["params"])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

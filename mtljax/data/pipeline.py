@@ -213,17 +213,22 @@ def eval_arrays(name: str, split: str, data_dir=None, split_sizes=None,
   return normalize(data["image"]), (data["labels"] == 1).astype(np.int8), mask
 
 
+def _one_per_task(field, value, task_names) -> list:
+  """A scalar or a 1-sequence broadcasts to every task; else one per task."""
+  values = [value] if np.ndim(value) == 0 else list(value)
+  if len(values) == 1:
+    values = values * len(task_names)
+  if len(values) != len(task_names):
+    raise DataError(f"{field} needs one value or one per task "
+                    f"({len(task_names)}); got {value!r}")
+  return values
+
+
 def _per_task_fraction(label_fraction, task_names):
   """None / scalar / per-task fractions, with -1 meaning "all" -> labels.py."""
   if label_fraction is None:
     return None
-  values = ([label_fraction] if np.ndim(label_fraction) == 0 else
-            list(label_fraction))
-  if len(values) == 1:
-    values = values * len(task_names)
-  if len(values) != len(task_names):
-    raise DataError(f"label_fraction needs one value or one per task "
-                    f"({len(task_names)}); got {label_fraction!r}")
+  values = _one_per_task("label_fraction", label_fraction, task_names)
   out = []
   for t, v in zip(task_names, values):
     try:
@@ -243,13 +248,7 @@ def _per_task_fraction(label_fraction, task_names):
 def _per_task_budget(label_budget, task_names):
   if label_budget is None:
     return None
-  values = ([label_budget] if np.ndim(label_budget) == 0 else
-            list(label_budget))
-  if len(values) == 1:
-    values = values * len(task_names)
-  if len(values) != len(task_names):
-    raise DataError(f"label_budget needs one value or one per task "
-                    f"({len(task_names)}); got {label_budget!r}")
+  values = _one_per_task("label_budget", label_budget, task_names)
   return None if all(not isinstance(v, bool) and v == -1 for v in values) \
       else values
 
