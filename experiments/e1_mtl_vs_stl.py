@@ -18,12 +18,12 @@ def get_config(arg=None):
   c.data.name = "mtl_scenes"
   c.modes = ("mtl", "stl", "stl_matched")
   c.model.encoder = presets.encoder(v)
-  c.model.width = 8 if v.name != "full" else 16
+  c.model.width = 8
   return c
 
 
 def get_sweep(h, arg=None):
   v = presets.parse_arg(arg)
-  sizes = {"smoke": [300, 600], "quick": [500, 4000],
-           "full": [1000, 4000, 16000, 50000]}[v.name]
+  sizes = {"smoke": [300, 600], "quick": [2000],
+           "full": [500, 2000, 8000]}[v.name]
   return h.sweep("data.train_examples", sizes)

@@ -17,12 +17,12 @@ def get_config(arg=None):
   c.data.name = "mtl_scenes"
   c.modes = ("mtl", "stl")
   c.model.encoder = presets.encoder(v)
-  c.data.train_examples = {"smoke": 600, "quick": 4000, "full": 16000}[v.name]
+  c.data.train_examples = {"smoke": 600, "quick": 4000, "full": 4000}[v.name]
   return c
 
 
 def get_sweep(h, arg=None):
   v = presets.parse_arg(arg)
-  widths = {"smoke": [1, 4], "quick": [1, 4, 16],
-            "full": [1, 2, 4, 8, 16, 32]}[v.name]
+  widths = {"smoke": [1, 4], "quick": [2, 8, 16],
+            "full": [2, 8, 16]}[v.name]
   return h.sweep("model.width", widths)

@@ -16,15 +16,15 @@ def get_config(arg=None):
   c.name = "e6_digits"
   c.data.name = "digits_multilabel"
   c.data.split_sizes = {"smoke": (600, 200, 200), "quick": (8000, 1000, 1000),
-                        "full": ()}[v.name]
+                        "full": (20000, 2000, 2000)}[v.name]
   c.modes = ("mtl", "stl", "stl_matched")
   c.model.encoder = presets.encoder(v)
-  c.model.width = 8 if v.name != "full" else 16
+  c.model.width = 8
   return c
 
 
 def get_sweep(h, arg=None):
   v = presets.parse_arg(arg)
-  sizes = {"smoke": [300, 600], "quick": [500, 4000],
-           "full": [1000, 4000, 20000]}[v.name]
+  sizes = {"smoke": [300, 600], "quick": [2000],
+           "full": [4000]}[v.name]
   return h.sweep("data.train_examples", sizes)

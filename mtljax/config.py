@@ -42,6 +42,9 @@ def default_config() -> ml_collections.ConfigDict:
   # shared encoder), "stl" (T single-task networks of the same width) and
   # "stl_matched" (T single-task networks whose total size ≈ the MTL network).
   c.modes = ("mtl", "stl")
+  # Tasks (indices) that the STL arms learn; (): all. Experiments that only
+  # read one target task's MTL−STL difference skip the other T−1 networks.
+  c.stl_tasks = ()
   c.arm_suffix = ""                 # results arm = mode + suffix, e.g. "mtl_negative"
   c.num_devices = 0                 # 0: all devices on the "data" mesh axis
 
@@ -61,6 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.model.depth = 3                 # layers (mlp) or conv stages (cnn)
   c.model.head_hidden = 0           # per-task hidden units in each head (0: linear)
   c.model.dropout = 0.0
+  c.model.pool = "max"              # cnn pooling, 2×2 and global: "max" or "avg"
   c.model.dtype = "float32"         # compute dtype: "float32" or "bfloat16"
 
   c.loss = ml_collections.ConfigDict()
@@ -101,6 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
 _CHOICES = {
     "modes": ("mtl", "stl", "stl_matched"),
     "model.encoder": ("cnn", "mlp"),
+    "model.pool": ("max", "avg"),
     "model.dtype": ("float32", "bfloat16"),
     "loss.normalize": ("per_example", "per_label", "per_task"),
     "loss.missing_policies": ("mask", "negative", "drop"),
@@ -221,6 +226,11 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 <= out.model.dropout < 1.0:
     raise ConfigError(f"config.model.dropout must be in [0, 1); got "
                       f"{out.model.dropout!r}")
+  if len(set(out.stl_tasks)) != len(out.stl_tasks) or any(
+      not isinstance(k, int) or isinstance(k, bool) or k < 0
+      for k in out.stl_tasks):
+    raise ConfigError("config.stl_tasks must hold distinct task indices "
+                      f"(integers >= 0); got {out.stl_tasks!r}")
   for k in out.data.shuffle_tasks:
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
       raise ConfigError("config.data.shuffle_tasks must hold task indices "

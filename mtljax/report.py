@@ -223,12 +223,17 @@ def _compare(a: dict, b: dict, tasks: list[str], hib: bool) -> dict:
     # T tasks, one unadjusted CI in T excludes 0 by chance far more than 5%.
     sig = p < 1 - CONFIDENCE
     d["verdict"] = (_verdict(d, hib) if sig else "no significant difference")
+  # The mean is over the tasks both arms learn: an STL arm restricted to
+  # some tasks (config.stl_tasks) is compared with MTL on those tasks only.
+  both = [j for j in range(len(tasks))
+          if np.any(~np.isnan(ta[:, j])) and np.any(~np.isnan(tb[:, j]))]
+  ta, tb = ta[:, both], tb[:, both]
   mean = stats.paired_diff([_nanmean(r) for r in ta],
                            [_nanmean(r) for r in tb], CONFIDENCE)
   dp = _ci([stats.relative_improvement(ta[i], tb[i], hib)
             for i in range(len(seeds))])
   return {"seeds": seeds, "per_task": per_task, "mean": mean, "delta_p": dp,
-          "verdict": _verdict(mean, hib)}
+          "tasks": [tasks[j] for j in both], "verdict": _verdict(mean, hib)}
 
 
 def _varying(conds: list[dict]) -> tuple[list[str], list[str]]:

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mtljax import models
+from mtljax.config import ConfigError
 
 # Order defines the integer code a run's spec carries (see step.py).
 MISSING_POLICIES = ("mask", "negative", "drop")
@@ -76,12 +77,13 @@ class Program:
             "missing_policy": np.broadcast_to(policy, (s, g)).copy()}
 
 
-def _groups(arm: str, mode: str, num_tasks: int, lrs, policies) -> list[Group]:
+def _groups(arm: str, mode: str, num_tasks: int, lrs, policies,
+            stl_tasks=()) -> list[Group]:
   if mode == "mtl":
     masks = [(1,) * num_tasks]
   else:
     masks = [tuple(int(t == k) for t in range(num_tasks))
-             for k in range(num_tasks)]
+             for k in (stl_tasks or range(num_tasks))]
   out = []
   for policy in policies:
     name = arm if policy == "mask" else f"{arm}_{policy}"
@@ -103,16 +105,21 @@ def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
     about as many parameters as one MTL network.
   """
   lrs = config.optimizer.learning_rates
+  stl_tasks = tuple(config.get("stl_tasks", ()))
+  bad = [k for k in stl_tasks if k >= num_tasks]
+  if bad:
+    raise ConfigError(f"config.stl_tasks={stl_tasks!r}: task index {bad[0]} "
+                      f"is out of range for a dataset with {num_tasks} tasks")
   by_width: dict[int, list[Group]] = {}
   for mode in config.modes:
     arm = mode + config.arm_suffix
     policies = config.loss.missing_policies
     if mode == "stl_matched":
       width = models.matched_stl_width(config.model, image_shape, num_tasks)
-      groups = _groups(arm, "stl", num_tasks, lrs, policies)
+      groups = _groups(arm, "stl", num_tasks, lrs, policies, stl_tasks)
     else:
       width = config.model.width
-      groups = _groups(arm, mode, num_tasks, lrs, policies)
+      groups = _groups(arm, mode, num_tasks, lrs, policies, stl_tasks)
     by_width.setdefault(width, []).extend(groups)
   programs = []
   for width, groups in by_width.items():

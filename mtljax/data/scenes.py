@@ -203,7 +203,7 @@ def _car(c: _Canvas, on) -> None:
 
 
 def _pedestrian(c: _Canvas, on) -> None:
-  cx, cy, s = c.u(0.08, 0.92), c.u(0.5, 0.85), c.u(0.025, 0.04)
+  cx, cy, s = c.u(0.08, 0.92), c.u(0.45, 0.72), c.u(0.06, 0.085)
   legs = c.color((0.15, 0.15, 0.3), 0.15)
   for side in (-1, 1):
     c.paint(c.box(cx + side * 0.45 * s, cy + 2.2 * s, 0.3 * s, 1.2 * s), legs,
@@ -247,7 +247,7 @@ def _distractors(c: _Canvas, p: float) -> None:
             c.color((0.05, 0.05, 0.05), 0.05), on)
   # People-like figures that are not pedestrians: headless torsos on legs, or
   # a skin-toned disc on a box with no legs.
-  cx, cy, s = c.u(0.08, 0.92), c.u(0.5, 0.85), c.u(0.025, 0.04)
+  cx, cy, s = c.u(0.08, 0.92), c.u(0.45, 0.72), c.u(0.06, 0.085)
   headless = c.bern(0.5)
   on = c.bern(p)
   c.paint(c.box(cx, cy + 2.2 * s, 0.9 * s, 1.2 * s),

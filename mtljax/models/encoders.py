@@ -191,13 +191,21 @@ class MLPEncoder(nnx.Module):
 
 
 class CNNEncoder(nnx.Module):
-  """depth × [Conv3x3(width·2^i) → ReLU → 2×2 avg-pool] → global avg-pool.
+  """depth × [Conv3x3(width·2^i) → ReLU → 2×2 pool] → global pool.
 
   Channels scale linearly with `width`, so parameters scale ~width².
+  `pool` is "max" or "avg", for both the 2×2 and the global pooling. Max
+  pooling answers "is this feature present anywhere", which is what a
+  presence label asks; an average dilutes a small object's evidence by the
+  image area.
   """
 
   def __init__(self, in_shape, *, width: int, depth: int = 3,
-               dropout: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
+               dropout: float = 0.0, pool: str = "max", dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    if pool not in ("max", "avg"):
+      raise ValueError(f"pool must be 'max' or 'avg'; got {pool!r}")
+    self.pool = pool
     c_in = in_shape[-1]
     self.convs = nnx.List()
     for i in range(depth):
@@ -211,13 +219,16 @@ class CNNEncoder(nnx.Module):
     self.out_features = c_in
 
   def __call__(self, x, *, rng=None, deterministic=True):
+    # A reduce over a reshape: inside the scanned step on XLA:CPU this was
+    # faster than the max of four strided slices or reduce_window.
+    reduce = jnp.max if self.pool == "max" else jnp.mean
     for conv in self.convs:
       x = jax.nn.relu(conv(x))
       b, h, w, c = x.shape
-      if h >= 2 and w >= 2:  # 2×2 average pool, by reshape (cheap on every backend)
+      if h >= 2 and w >= 2:  # 2×2 pool
         x = x[:, : h // 2 * 2, : w // 2 * 2].reshape(b, h // 2, 2, w // 2, 2, c)
-        x = x.mean(axis=(2, 4))
-    x = x.mean(axis=(1, 2))
+        x = reduce(x, axis=(2, 4))
+    x = reduce(x, axis=(1, 2))
     if self.dropout is not None:
       x = self.dropout(x, deterministic=deterministic, rngs=rng)
     return x

@@ -32,13 +32,14 @@ class MultiTaskNet(nnx.Module):
 
   def __init__(self, *, encoder: str, width: int, depth: int, num_tasks: int,
                image_shape, head_hidden: int = 0, dropout: float = 0.0,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               pool: str = "max", dtype=jnp.float32, rngs: nnx.Rngs):
     if encoder not in ENCODERS:
       raise ValueError(f"model.encoder must be one of {sorted(ENCODERS)}; got "
                        f"{encoder!r}")
+    extra = {"pool": pool} if encoder == "cnn" else {}
     self.encoder = ENCODERS[encoder](
         tuple(image_shape), width=width, depth=depth, dropout=dropout,
-        dtype=dtype, rngs=rngs)
+        dtype=dtype, rngs=rngs, **extra)
     feat = self.encoder.out_features
     self.num_tasks = num_tasks
     self.head_hidden = head_hidden
@@ -94,7 +95,7 @@ def _build(model_cfg: Any, image_shape, num_tasks: int, key) -> MultiTaskNet:
       encoder=model_cfg.encoder, width=model_cfg.width, depth=model_cfg.depth,
       num_tasks=num_tasks, image_shape=image_shape,
       head_hidden=model_cfg.head_hidden, dropout=model_cfg.dropout,
-      dtype=dtype, rngs=nnx.Rngs(params=key))
+      pool=model_cfg.get("pool", "max"), dtype=dtype, rngs=nnx.Rngs(params=key))
 
 
 def graphdef(model_cfg: Any, image_shape, num_tasks: int):
