@@ -111,11 +111,15 @@ def _section(c: dict, summary: dict, name: str) -> list[str]:
     lines += [f"**`{a}` − `{base}`** (paired by seed, n={d['mean']['n']}): "
               f"Δp = {fmt_ci(d['delta_p'], 2, '+')} %, verdict: "
               f"**{d['verdict']}**", ""]
+    both = d.get("tasks", tasks)
+    # Tasks that one arm does not learn (config.stl_tasks) have no row.
     rows = [[t, fmt_ci(x, sign="+"), _ci_text(x), _p(x["p_value"]),
              _p(x["p_holm"]), f"{x['wins']}/{x['losses']}", x["verdict"]]
-            for t, x in d["per_task"].items()]
+            for t, x in d["per_task"].items() if t in both]
     m = d["mean"]
-    rows.append(["**mean**", fmt_ci(m, sign="+"), _ci_text(m),
+    label = "**mean**" if len(both) == len(tasks) else (
+        f"**mean** ({', '.join(both)})")
+    rows.append([label, fmt_ci(m, sign="+"), _ci_text(m),
                  _p(m["p_value"]), "—", f"{m['wins']}/{m['losses']}",
                  d["verdict"]])
     lines += _table(["task", f"Δ {name}", f"{summary['confidence']:.0%} CI",
@@ -124,6 +128,8 @@ def _section(c: dict, summary: dict, name: str) -> list[str]:
   rows = []
   for a, d in c["arms"].items():
     for unit, scores in d["lr"]["val_score"].items():
+      if all(math.isnan(_f(v)) for v in scores.values()):
+        continue  # a task this arm does not learn
       best = d["lr"]["chosen"][tasks[0] if unit == "mean" else unit]
       cells = [(f"{_f(scores[f'{g:g}']):.4f}" if f"{g:g}" in scores else "—")
                for g in grids]

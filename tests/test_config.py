@@ -51,9 +51,10 @@ def test_bad_variant_and_missing_file():
 
 
 def test_sweep_points_and_names():
-  points = config_lib.load_sweep(f"{E1}:quick")
+  points = config_lib.load_sweep(f"{E1}:full")
   assert points == [{"data.train_examples": 500},
-                    {"data.train_examples": 4000}]
+                    {"data.train_examples": 2000},
+                    {"data.train_examples": 8000}]
   assert config_lib.point_name(points[0]) == "train_examples=500"
   h = config_lib.Hyper()
   grid = h.product([h.sweep("model.width", [1, 2]),
@@ -74,3 +75,14 @@ def test_every_experiment_and_sweep_validates(name):
   for variant in ("smoke", "quick", "full"):
     config_lib.load_config(f"{path}:{variant}")
     assert config_lib.load_sweep(f"{path}:{variant}")
+
+
+@pytest.mark.parametrize("bad", ["(0,0)", "(-1,)", "(0.5,)"])
+def test_stl_tasks_must_be_distinct_indices(bad):
+  with pytest.raises(config_lib.ConfigError, match="config.stl_tasks"):
+    config_lib.load_config(f"{E1}:smoke", [f"stl_tasks={bad}"])
+
+
+def test_model_pool_choices():
+  with pytest.raises(config_lib.ConfigError, match="model.pool"):
+    config_lib.load_config(f"{E1}:smoke", ["model.pool=median"])

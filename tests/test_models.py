@@ -86,3 +86,46 @@ def test_graphdef_matches_a_built_network():
   x = np.ones((2, 8, 8, 3), np.float32)
   np.testing.assert_array_equal(models.apply(abstract, params, x),
                                 models.apply(graphdef, params, x))
+
+
+def test_stl_tasks_limits_the_stl_networks():
+  cfg = config_lib.default_config()
+  cfg.model = tiny_model_cfg("mlp", width=32, depth=2)
+  cfg.modes = ("mtl", "stl", "stl_matched")
+  cfg.stl_tasks = (2,)
+  progs = runs.build_programs(cfg, (2, 2, 3), 4)
+  stl = [g for p in progs for g in p.groups if g.mode == "stl"]
+  assert [g.task_mask for g in stl] == [(0, 0, 1, 0)] * 2   # stl, stl_matched
+  assert [g.task_mask for g in progs[0].groups if g.mode == "mtl"] == [
+      (1, 1, 1, 1)]
+  cfg.stl_tasks = (4,)
+  with pytest.raises(config_lib.ConfigError, match="out of range"):
+    runs.build_programs(cfg, (2, 2, 3), 4)
+
+
+def _np_cnn(params, x, pool):
+  """numpy reference: [conv3x3 SAME → ReLU → 2×2 pool] × depth → global pool."""
+  red = np.max if pool == "max" else np.mean
+  for conv in params["encoder"]["convs"].values():
+    w, b = np.asarray(conv["kernel"]), np.asarray(conv["bias"])
+    n, h, wd, _ = x.shape
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    y = np.zeros((n, h, wd, w.shape[-1]))
+    for i in range(3):
+      for j in range(3):
+        y += xp[:, i:i + h, j:j + wd] @ w[i, j]
+    x = np.maximum(y + b, 0.0)
+    x = red(x.reshape(n, h // 2, 2, wd // 2, 2, -1), axis=(2, 4))
+  feats = red(x, axis=(1, 2))
+  return feats @ np.asarray(params["out_w"]).T + np.asarray(params["out_b"])
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_cnn_matches_a_numpy_reference(pool):
+  cfg = tiny_model_cfg("cnn", 3, 2)
+  cfg.pool = pool
+  graphdef, params = models.create(cfg, (8, 8, 3), 4, jax.random.key(1))
+  x = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype(np.float32)
+  got = np.asarray(models.apply(graphdef, params, x))
+  np.testing.assert_allclose(got, _np_cnn(params, x.astype(np.float64), pool),
+                             rtol=1e-4, atol=1e-5)

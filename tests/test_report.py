@@ -215,3 +215,24 @@ def test_sweep_axis():
       "b [q, r, s]", [200.0, 2000.0, 8000.0])
   assert report.sweep_axis([{"f": [0.5]}, {"f": [0.3]}]) == ("f", [0.5, 0.3])
   assert report.sweep_axis([{"b": [1, 2]}, {"b": [3, 5]}]) is None
+
+
+def test_stl_restricted_to_one_task_is_compared_on_that_task(tmp_path):
+  # config.stl_tasks=(0,): the STL arm's runs carry task "a" only.
+  r = _results(4)
+  for run in r["runs"]:
+    if run["arm"] == "stl":
+      for split in ("val", "test"):
+        a = run[split]["per_task"]["a"]
+        run[split] = {"per_task": {"a": a}, "mean": dict(a)}
+  summary = report.write_report([r], str(tmp_path / "out"))
+  (c,) = summary["conditions"]
+  comp = c["comparisons"]["mtl"]
+  assert comp["tasks"] == ["a"]
+  # The mean is over "a" alone, where MTL − STL is DIFF by construction.
+  assert comp["mean"]["mean_diff"] == pytest.approx(DIFF[4].mean())
+  assert comp["per_task"]["a"]["mean_diff"] == pytest.approx(DIFF[4].mean())
+  assert comp["per_task"]["b"]["n"] == 0
+  assert c["arms"]["stl"]["lr"]["chosen"]["a"] == 1e-2
+  md = open(tmp_path / "out" / "report.md").read()
+  assert "**mean** (a)" in md and "nan" not in md
