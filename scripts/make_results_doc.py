@@ -63,6 +63,9 @@ def main() -> None:
   args = p.parse_args()
   plots_out = os.path.join(args.out, "results")
   os.makedirs(plots_out, exist_ok=True)
+  for f in os.listdir(plots_out):  # plots of an earlier run must not linger
+    if f.endswith(".png"):
+      os.remove(os.path.join(plots_out, f))
   verdicts = json.load(open(os.path.join(args.workdir, "verdicts.json")))
   parts = [open(os.path.join(args.workdir, "VERDICTS.md")).read().replace(
       "# Verdicts", "## Verdicts", 1)]

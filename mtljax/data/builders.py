@@ -222,7 +222,7 @@ class _ProceduralBuilder(tfds.core.GeneratorBasedBuilder,
   RELEASE_NOTES = {
       "1.0.0": "Initial release.",
       "1.1.0": "mtl_scenes: pedestrians (and the people-like distractors) "
-               "drawn ~1.7x larger; at 1.0.0 the pedestrian task was near "
+               "drawn ~2.2x larger; at 1.0.0 the pedestrian task was near "
                "chance even with the whole training split.",
   }
   TASK_NAMES: tuple[str, ...] = ()
