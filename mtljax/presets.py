@@ -47,7 +47,7 @@ VARIANTS = {
     # A one-point grid: every arm gets the same rate (an equal, if trivial,
     # tuning budget). Quick is a preview at a small fixed budget; the
     # two-point grid is the full study's.
-    "quick": Variant("quick", num_seeds=5, steps=300, eval_every=50,
+    "quick": Variant("quick", num_seeds=5, steps=300, eval_every=100,
                      batch_size=32, learning_rates=(3e-3,),
                      split_sizes=(10000, 1000, 1000), eval_examples=1000),
     "full": Variant("full", num_seeds=10, steps=800, eval_every=100,
