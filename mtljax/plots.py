@@ -247,12 +247,14 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
   jobs = []
   for sw in summary["sweeps"]:
     block = [conds[i] for i in sw["conditions"]]
-    title = f"{sw['experiment']}: test mean {name} ({_n_seeds(block)})"
+    # Over the tasks every arm learns, when an arm learns only some.
+    over = f" over {', '.join(sw['tasks'])}" if sw.get("tasks") else ""
+    title = f"{sw['experiment']}: test mean {name}{over} ({_n_seeds(block)})"
     arms = {a: (v["mean"], v["lo"], v["hi"]) for a, v in sw["arms"].items()}
     kw = dict(xlabel=sw["field"], colors=colors)  # log x: auto_logx
     stem = _slug(sw["experiment"], metric, "vs", sw["field"].split(" ")[0])
     jobs.append((line_with_ci, (sw["x"], arms), f"{stem}.png",
-                 dict(kw, ylabel=f"test mean {name}", title=title)))
+                 dict(kw, ylabel=f"test mean {name}{over}", title=title)))
     if sw["diffs"]:
       diffs = {f"{a} − {base}": (v["mean"], v["lo"], v["hi"])
                for a, v in sw["diffs"].items()}

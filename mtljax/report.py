@@ -302,14 +302,17 @@ def summarize(results: list[dict], metric: str = "auc",
   Returns:
     {"metric", "higher_is_better", "baseline", "confidence", "conditions":
     [{"experiment", "dataset", "condition", "label", "task_names",
-    "selection_metric", "sources", "notes", "arms": {arm: {"mode", "seeds",
-    "n_seeds", "param_count", "lr": {"grid", "per_task_selection", "chosen":
-    {task: lr}, "val_score"}, "test": {"per_task": {task: CI}, "mean": CI}}},
-    "comparisons": {arm: {"seeds", "per_task": {task: paired_diff + p_holm +
-    verdict}, "mean": paired_diff, "delta_p": CI, "verdict"}}}], "sweeps":
-    [{"experiment", "field", "x", "conditions": indices, "arms": {arm:
-    {"mean", "lo", "hi"}}, "diffs": {arm: {"mean", "lo", "hi"}}}]}, where CI =
-    {"mean", "lo", "hi", "n", "values"} and NaN is None. Conditions of a
+    "selection_metric", "sources", "notes", "shared_tasks", "arms": {arm:
+    {"mode", "seeds", "n_seeds", "param_count", "lr": {"grid",
+    "per_task_selection", "chosen": {task: lr}, "val_score"}, "test":
+    {"per_task": {task: CI}, "mean": CI, "mean_shared": CI (only when some
+    arm learns fewer tasks)}}}, "comparisons": {arm: {"seeds", "tasks",
+    "per_task": {task: paired_diff + p_holm + verdict}, "mean": paired_diff
+    (over "tasks", those both arms learn), "delta_p": CI, "verdict"}}}],
+    "sweeps": [{"experiment", "field", "x", "tasks" (None: all; else the
+    tasks the arms' means are over), "conditions": indices, "arms": {arm:
+    {"mean", "lo", "hi"}}, "diffs": {arm: {"mean", "lo", "hi"}}}]}, where CI
+    = {"mean", "lo", "hi", "n", "values"} and NaN is None. Conditions of a
     sweep are ordered along its field.
   """
   if metric not in metrics_lib.METRICS:
@@ -348,6 +351,15 @@ def _condition(g: dict, label: str, metric: str, baseline: str) -> dict:
   if len({tuple(a["lr"]["grid"]) for a in arms.values()}) > 1:
     notes.append("arms were tuned on different learning-rate grids: the "
                  "tuning budget is not equal")
+  # Tasks every arm learns. When an arm learns fewer (config.stl_tasks), the
+  # arms' means over their own tasks are not comparable: sweeps plot the mean
+  # over the shared tasks instead.
+  shared = [j for j in range(len(tasks))
+            if all(np.any(~np.isnan(a["_table"][:, j])) for a in arms.values())]
+  if len(shared) < len(tasks):
+    for a in arms.values():
+      a["test"]["mean_shared"] = _ci([_nanmean(row[shared])
+                                      for row in a["_table"]])
   comps = {}
   if baseline in arms:
     comps = {a: _compare(arms[a], arms[baseline], tasks, hib)
@@ -358,6 +370,7 @@ def _condition(g: dict, label: str, metric: str, baseline: str) -> dict:
   keys = ("experiment", "dataset", "condition", "task_names",
           "selection_metric", "sources")
   return {"label": label, **{k: g[k] for k in keys}, "notes": notes,
+          "shared_tasks": [tasks[j] for j in shared],
           "arms": arms, "comparisons": comps}
 
 
@@ -369,11 +382,17 @@ def _sweep(exp: str, field: str, x: list, block: list[dict], start: int
   arms = list(dict.fromkeys(a for c in block for a in c["arms"]))
   comps = list(dict.fromkeys(a for c in block for a in c["comparisons"]))
   def pick(c, a):
-    return c["arms"][a]["test"]["mean"] if a in c["arms"] else nan
+    if a not in c["arms"]:
+      return nan
+    test = c["arms"][a]["test"]
+    return test.get("mean_shared", test["mean"])
   def pick_diff(c, a):
     return c["comparisons"][a]["mean"] if a in c["comparisons"] else nan
+  shared = [t for t in block[0]["task_names"]
+            if all(t in c["shared_tasks"] for c in block)]
   return {
       "experiment": exp, "field": field, "x": x,
+      "tasks": shared if len(shared) < len(block[0]["task_names"]) else None,
       "conditions": list(range(start, start + len(block))),
       "arms": {a: {k: [pick(c, a)[k] for c in block]
                    for k in ("mean", "lo", "hi")} for a in arms},

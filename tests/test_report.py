@@ -217,15 +217,19 @@ def test_sweep_axis():
   assert report.sweep_axis([{"b": [1, 2]}, {"b": [3, 5]}]) is None
 
 
-def test_stl_restricted_to_one_task_is_compared_on_that_task(tmp_path):
+def _stl_on_a_only(r):
   # config.stl_tasks=(0,): the STL arm's runs carry task "a" only.
-  r = _results(4)
   for run in r["runs"]:
     if run["arm"] == "stl":
       for split in ("val", "test"):
         a = run[split]["per_task"]["a"]
         run[split] = {"per_task": {"a": a}, "mean": dict(a)}
-  summary = report.write_report([r], str(tmp_path / "out"))
+  return r
+
+
+def test_stl_restricted_to_one_task_is_compared_on_that_task(tmp_path):
+  summary = report.write_report([_stl_on_a_only(_results(4))],
+                                str(tmp_path / "out"))
   (c,) = summary["conditions"]
   comp = c["comparisons"]["mtl"]
   assert comp["tasks"] == ["a"]
@@ -236,3 +240,15 @@ def test_stl_restricted_to_one_task_is_compared_on_that_task(tmp_path):
   assert c["arms"]["stl"]["lr"]["chosen"]["a"] == 1e-2
   md = open(tmp_path / "out" / "report.md").read()
   assert "**mean** (a)" in md and "nan" not in md
+  # The MTL arm's own mean is over a, b, c; the shared mean is over "a".
+  assert c["shared_tasks"] == ["a"]
+  mtl = c["arms"]["mtl"]["test"]
+  assert mtl["mean_shared"]["mean"] == pytest.approx(
+      mtl["per_task"]["a"]["mean"])
+  assert mtl["mean"]["mean"] > mtl["mean_shared"]["mean"]
+  # A sweep of such conditions plots both arms' means over "a".
+  sweep = report.summarize([_stl_on_a_only(_results(w)) for w in WIDTHS])
+  (sw,) = sweep["sweeps"]
+  assert sw["tasks"] == ["a"]
+  for c, m in zip(sweep["conditions"], sw["arms"]["mtl"]["mean"]):
+    assert m == pytest.approx(c["arms"]["mtl"]["test"]["per_task"]["a"]["mean"])

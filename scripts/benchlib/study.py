@@ -178,6 +178,29 @@ def _im2col_conv(jax, jnp):
   return conv
 
 
+def _first_layer_im2col(jax, jnp):
+  """im2col for thin convolutions only (the first layer), Eigen elsewhere."""
+  from mtljax.models import encoders  # pylint: disable=g-import-not-at-top
+  im2col, eigen = _im2col_conv(jax, jnp), encoders._conv_general_dilated
+
+  def conv(lhs, rhs, *args, **kw):
+    thin = rhs.shape[0] * rhs.shape[1] * rhs.shape[2] <= 32
+    return (im2col if thin else eigen)(lhs, rhs, *args, **kw)
+  return conv
+
+
+def _slice_pool(jnp):
+  """2×2 pooling as the max (or mean) of four strided slices."""
+  def pool(x, kind):
+    h, w = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+    a, b = x[:, 0:h:2, 0:w:2], x[:, 1:h:2, 0:w:2]
+    c, d = x[:, 0:h:2, 1:w:2], x[:, 1:h:2, 1:w:2]
+    if kind == "max":
+      return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+    return (a + b + c + d) * 0.25
+  return pool
+
+
 def section_opt(cfg, res):
   """Step time with each of mtljax's choices, and without it, side by side.
 
@@ -219,6 +242,11 @@ def section_opt(cfg, res):
       "Eigen conv (vs im2col + matmul)": (
           cnn_name, cnn, (encoders, "_conv_general_dilated",
                           _im2col_conv(jax, jnp))),
+      "Eigen first layer (vs im2col there only)": (
+          cnn_name, cnn, (encoders, "_conv_general_dilated",
+                          _first_layer_im2col(jax, jnp))),
+      "reshape pooling (vs strided slices)": (
+          cnn_name, cnn, (encoders, "_pool2x2", _slice_pool(jnp))),
   }
   out = {}
   for name, (what, setup, patch) in cases.items():
