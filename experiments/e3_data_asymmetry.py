@@ -1,7 +1,7 @@
 """E3: data asymmetry. Claim: a big MTL gain needs far more auxiliary data.
 
 The target task (pedestrian, task 0) gets few labels; the three auxiliary
-tasks get as few (1×) or 10-100× more. The report gives the target task's
+tasks get as few (1×) or 10–50× more. The report gives the target task's
 paired MTL−STL difference per auxiliary budget.
 
     mtljax sweep --config experiments/e3_data_asymmetry.py:quick --workdir w/e3

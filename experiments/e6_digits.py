@@ -2,7 +2,7 @@
 
 Canvases of 1-3 real 8×8 digits; ten tasks "digit d is present", which share
 stroke features. MTL (one CNN, 10 heads) against 10 single-task CNNs and a
-parameter-matched STL, at two training-set sizes.
+parameter-matched STL (2000 training examples in quick mode, 4000 in full).
 
     mtljax sweep --config experiments/e6_digits.py:quick --workdir w/e6
 """
