@@ -29,6 +29,8 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
+from mtljax import config as config_lib
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint that cannot be used (incompatible config, none restorable)."""
@@ -102,7 +104,8 @@ class Checkpointer:
         errors.append(f"step {step}: {_one_line(e)}")
         bad.append(step)
         continue
-      if meta.get("fingerprint") != self.fingerprint:
+      if meta.get("fingerprint") != self.fingerprint and not (
+          self._same_fields(meta)):
         raise CheckpointError(
             f"{self.directory} holds checkpoints of a different experiment "
             f"({self._difference(meta)}). Use a new --workdir, or delete the "
@@ -127,6 +130,14 @@ class Checkpointer:
         "directory away to start again):\n  %s"
         % (self.directory, "\n  ".join(errors)))
 
+  def _same_fields(self, meta: dict) -> bool:
+    # The fingerprint hashes every computational field of its day. A field
+    # later reclassified as cosmetic (keep_checkpoints) changes the hash but
+    # not the computation: compare the recorded fields themselves.
+    theirs = meta.get("config")
+    return (isinstance(theirs, dict) and self.config is not None
+            and not config_lib.differences(self.config, theirs))
+
   def _difference(self, meta: dict) -> str:
     """Names the config fields in which `meta`'s run differs from this one."""
     theirs = meta.get("config")
@@ -134,14 +145,10 @@ class Checkpointer:
       return (f"config fingerprint {meta.get('fingerprint')!r}, this config "
               f"{self.fingerprint!r}: model shape, data, seeds or groups "
               "differ")
-    keys = sorted(set(theirs) | set(self.config))
-    diff = [f"config.{k}={self.config.get(k)!r} here but "
-            f"{theirs.get(k)!r} in the checkpoint" for k in keys
-            if _norm(theirs.get(k)) != _norm(self.config.get(k))]
+    diff = config_lib.differences(self.config, theirs)
     if not diff:
       return f"config fingerprint {meta.get('fingerprint')!r}"
-    more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
-    return "; ".join(diff[:3]) + more
+    return config_lib.describe_differences(diff, "the checkpoint")
 
   def _set_aside(self, steps: list[int]) -> list[str]:
     """Renames unusable step directories to `<step>.corrupt[.n]`."""
@@ -167,11 +174,6 @@ def _one_line(e: BaseException) -> str:
   """`Type: first line of the message`, for warnings and error lists."""
   text = str(e).strip().splitlines()
   return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-
-
-def _norm(v):
-  # JSON turns tuples into lists: compare a checkpoint's config in JSON form.
-  return list(v) if isinstance(v, tuple) else v
 
 
 class WorkdirLock:

@@ -23,6 +23,7 @@ import sys
 
 EXIT_USER_ERROR = 2
 EXIT_NONFINITE = 3
+EXIT_DISK_FULL = 4
 EXIT_PREEMPTED = 143  # the conventional 128 + SIGTERM
 
 _EPILOG = """\
@@ -113,6 +114,9 @@ def _parser() -> argparse.ArgumentParser:
                  "experiments/e1_mtl_vs_stl.py:quick")
   t.add_argument("--workdir", required=True,
                  help="output directory; an unfinished run there is resumed")
+  t.add_argument("--overwrite", action="store_true",
+                 help="if the workdir was made by another config, move its "
+                 "contents to WORKDIR.old[.n] and recompute (default: refuse)")
 
   s = sub.add_parser("sweep", help="run every point of the sweep written next "
                      "to a config", epilog=_EPILOG,
@@ -123,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
   s.add_argument("--print-commands", action="store_true",
                  help="print one `mtljax train` command per point (for a "
                  "cluster scheduler) instead of running them")
+  s.add_argument("--overwrite", action="store_true",
+                 help="recompute points whose workdir was made by another "
+                 "config, after moving it to POINT.old[.n] (default: refuse)")
   s.add_argument("--no-report", action="store_true",
                  help="do not write the sweep report at the end")
 
@@ -132,8 +139,11 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("--out", default=None,
                  help="output directory (default: the first DIR)")
   r.add_argument("--metric", default="auc", choices=("auc", "ap", "acc", "loss"))
-  r.add_argument("--baseline", default="stl",
-                 help="arm that the others are compared with (default stl)")
+  # None, not "stl": an arm named explicitly must exist, while the default
+  # may simply not apply (then the report only notes it).
+  r.add_argument("--baseline", default=None,
+                 help="arm that the others are compared with (default stl); "
+                 "an arm given here must be present in the runs")
 
   d = sub.add_parser("data", help="build or list datasets")
   dsub = d.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -162,7 +172,8 @@ def _cmd_train(args, overrides) -> None:
   from mtljax import train  # pylint: disable=g-import-not-at-top
   cfg = config_lib.load_config(args.config, overrides)
   results = train.train_and_evaluate(cfg, args.workdir,
-                                     condition=_overrides_dict(overrides))
+                                     condition=_overrides_dict(overrides),
+                                     overwrite=args.overwrite)
   _print_summary(results)
 
 
@@ -183,6 +194,8 @@ def _cmd_sweep(args, overrides) -> None:
   points = config_lib.load_sweep(args.config)
   extra = _overrides_dict(overrides)
   base = config_lib.load_config(args.config, overrides)
+  from mtljax import sweep  # pylint: disable=g-import-not-at-top
+  sweep.check_overrides(points, extra)
   if args.print_commands:
     for point in points:
       pdir = os.path.join(args.workdir, config_lib.point_name(point))
@@ -190,14 +203,16 @@ def _cmd_sweep(args, overrides) -> None:
       cmd += [f"--config.{k}={_fmt(v)}" for k, v in {**extra, **point}.items()]
       print(shlex.join(cmd))
     return
-  from mtljax import sweep  # pylint: disable=g-import-not-at-top
-  sweep.run_sweep(base, points, args.workdir, extra=extra)
+  sweep.run_sweep(base, points, args.workdir, extra=extra,
+                  overwrite=args.overwrite)
   if not args.no_report:
+    from mtljax import errors  # pylint: disable=g-import-not-at-top
     from mtljax import report  # pylint: disable=g-import-not-at-top
-    summary = report.write_report(report.load_results([args.workdir]),
-                                  args.workdir)
+    try:
+      report.write_report(report.load_results([args.workdir]), args.workdir)
+    except report.ReportError as e:
+      raise errors.UsageError(str(e)) from None
     print(f"report: {os.path.join(args.workdir, 'report.md')}")
-    del summary
 
 
 def _fmt(v) -> str:
@@ -209,15 +224,23 @@ def _fmt(v) -> str:
 
 
 def _cmd_report(args) -> None:
+  from mtljax import errors  # pylint: disable=g-import-not-at-top
   from mtljax import report  # pylint: disable=g-import-not-at-top
   out = args.out or args.dirs[0]
-  os.makedirs(out, exist_ok=True)
-  from mtljax import errors  # pylint: disable=g-import-not-at-top
+  if not args.out and os.path.isfile(out):  # `report DIR/results.json`
+    out = os.path.dirname(out) or "."
+  # Everything is read and checked before anything is created: a mistyped
+  # directory or --baseline must not leave an output directory behind.
+  # Only ReportError becomes a user error, so a genuine bug keeps its
+  # traceback.
   try:
     results = report.load_results(args.dirs)
-  except ValueError as e:
+    if args.baseline is not None:
+      report.check_baseline(results, args.baseline)
+    report.write_report(results, out, metric=args.metric,
+                        baseline=args.baseline or "stl")
+  except report.ReportError as e:
     raise errors.UsageError(str(e)) from None
-  report.write_report(results, out, metric=args.metric, baseline=args.baseline)
   print(f"report: {os.path.join(out, 'report.md')}")
 
 
@@ -284,9 +307,21 @@ def main(argv: list[str] | None = None) -> int:
   except errors.NON_FINITE as e:
     print(f"error: {e}", file=sys.stderr)
     return EXIT_NONFINITE
+  except errors.DISK_FULL as e:
+    print(f"error: {e.strerror or e}", file=sys.stderr)
+    return EXIT_DISK_FULL
   except errors.PREEMPTED as e:
     print(f"stopped: {e}", file=sys.stderr)
     return EXIT_PREEMPTED
+  except OSError as e:
+    from mtljax import workdir  # pylint: disable=g-import-not-at-top
+    if not workdir.is_disk_full(e):
+      raise
+    # Outside a training run (a dataset build, a report): no checkpoint to
+    # speak of, but the same one line and exit status.
+    print(f"error: no space left on device: {e.filename or e}",
+          file=sys.stderr)
+    return EXIT_DISK_FULL
   except KeyboardInterrupt:
     print("interrupted: the last checkpoint is intact; run the same command "
           "again to resume", file=sys.stderr)

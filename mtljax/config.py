@@ -8,8 +8,8 @@ An experiment is a python file with `get_config(arg=None)` returning an
       return h.product([h.sweep("model.width", [4, 16, 64]),
                         h.sweep("data.label_budget", [300, -1])])
 
-    cfg = load_config("experiments/mtl_vs_stl.py:quick", ["model.width=32"])
-    points = load_sweep("experiments/mtl_vs_stl.py:quick")   # list of overrides
+    cfg = load_config("experiments/e1_mtl_vs_stl.py:quick", ["model.width=32"])
+    points = load_sweep("experiments/e1_mtl_vs_stl.py:quick")   # list of overrides
 
 Every field is checked against `default_config()` before anything compiles:
 an unknown or misspelled key, a wrong type or an impossible value raises
@@ -22,6 +22,7 @@ import ast
 import difflib
 import importlib.util
 import itertools
+import math
 import os
 from typing import Any, Sequence
 
@@ -92,6 +93,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2
   c.train.selection_metric = "auc"  # "auc", "ap", "acc" (higher) or "loss" (lower)
   c.train.nonfinite_policy = "halt"  # "halt" or "skip"
+  # Under "skip": warn (log, results.json, report.md) when a run skipped more
+  # than this share of its steps.
+  c.train.warn_skipped_share = 0.1
   c.train.progress = "auto"         # "auto" (bar on a tty), "bar", "log", "none"
   # How the [seeds, groups] runs are mapped in the step: "vmap" (one batched
   # program), "scan" (one run at a time, by a loop inside the jit), "unroll"
@@ -124,6 +128,16 @@ _NON_NEGATIVE = ("seed", "num_devices", "model.head_hidden",
                  "optimizer.grad_clip_norm", "optimizer.momentum")
 
 
+# Fields that change how a run is displayed or kept, not what it computes: a
+# resume, or a rerun into a finished workdir, with other values of these is
+# allowed. nonfinite_policy only acts once a step is non-finite, and a halted
+# run is meant to be resumed with "skip" (the halt message says so).
+COSMETIC_FIELDS = ("name", "data.data_dir", "train.progress",
+                   "train.log_every", "arm_suffix", "train.run_map",
+                   "train.nonfinite_policy", "train.keep_checkpoints",
+                   "train.warn_skipped_share")
+
+
 def _flatten(cfg, prefix="") -> dict[str, Any]:
   out = {}
   for k, v in cfg.items():
@@ -133,6 +147,55 @@ def _flatten(cfg, prefix="") -> dict[str, Any]:
     else:
       out[key] = v
   return out
+
+
+def flatten_dict(d: dict, prefix: str = "") -> dict[str, Any]:
+  """{dotted key: value} of a nested plain dict (a config read from JSON)."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten_dict(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _json_form(v):
+  # JSON turns tuples into lists: compare configs in their JSON form.
+  if isinstance(v, (tuple, list)):
+    return [_json_form(x) for x in v]
+  return v
+
+
+def differences(ours: dict, theirs: dict) -> list[tuple[str, Any, Any]]:
+  """Computational fields in which two flat configs differ.
+
+  Args:
+    ours: {dotted key: value} of this config.
+    theirs: the same of another run (e.g. read back from JSON).
+
+  Returns:
+    [(key, our value, their value)] sorted by key, ignoring COSMETIC_FIELDS.
+    A field that `theirs` lacks (it predates the field) counts as equal when
+    ours holds the field's default.
+  """
+  defaults = _flatten(default_config())
+  out = []
+  for k in sorted(set(ours) | set(theirs)):
+    if k in COSMETIC_FIELDS:
+      continue
+    b = theirs[k] if k in theirs else defaults.get(k)
+    if _json_form(ours.get(k)) != _json_form(b):
+      out.append((k, ours.get(k), theirs.get(k)))
+  return out
+
+
+def describe_differences(diff, where: str, limit: int = 3) -> str:
+  """"config.x=1 here but 2 in <where>; ..." for the first `limit` fields."""
+  parts = [f"config.{k}={a!r} here but {b!r} in {where}"
+           for k, a, b in diff[:limit]]
+  more = f" and {len(diff) - limit} more" if len(diff) > limit else ""
+  return "; ".join(parts) + more
 
 
 def _unknown(key: str, known) -> ConfigError:
@@ -197,6 +260,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for v in values:
       if v not in choices:
         raise ConfigError(f"config.{key}={v!r} is not one of {choices}")
+  for key, value in flat.items():
+    # NaN passes every `<`/`>` check below, and inf is never meant.
+    for v in value if isinstance(value, tuple) else (value,):
+      if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"config.{key} must be finite; got {value!r}")
+  for key in ("data.train_examples", "data.eval_examples"):
+    if flat[key] != -1 and flat[key] <= 0:
+      raise ConfigError(f"config.{key} must be > 0 (or -1 for all); got "
+                        f"{flat[key]!r}")
   for key in _POSITIVE:
     if flat[key] <= 0:
       raise ConfigError(f"config.{key} must be > 0; got {flat[key]!r}")
@@ -223,6 +295,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if b < -1:
       raise ConfigError(f"config.data.label_budget values must be >= 0 (or -1 "
                         f"for all); got {b!r}")
+  if not 0.0 <= out.train.warn_skipped_share <= 1.0:
+    raise ConfigError("config.train.warn_skipped_share must be in [0, 1]; got "
+                      f"{out.train.warn_skipped_share!r}")
   if not 0.0 <= out.model.dropout < 1.0:
     raise ConfigError(f"config.model.dropout must be in [0, 1); got "
                       f"{out.model.dropout!r}")

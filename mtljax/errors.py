@@ -10,6 +10,7 @@ from mtljax import checkpoint
 from mtljax import config
 from mtljax import data
 from mtljax import train
+from mtljax import workdir
 
 
 class UsageError(ValueError):
@@ -20,3 +21,4 @@ USER_ERRORS = (config.ConfigError, data.DataError, checkpoint.CheckpointError,
                UsageError)
 NON_FINITE = (train.NonFiniteError,)
 PREEMPTED = (train.Preempted,)
+DISK_FULL = (workdir.DiskFullError,)

@@ -7,9 +7,12 @@ the inner sum runs only over labels that are observed (0 or 1, not "?")::
     loss = masked_sigmoid_cross_entropy(logits, labels, mask, "per_label")
     per_task = masked_sigmoid_cross_entropy_per_task(logits, labels, mask)  # [T]
 
-Why a boolean mask and not NaN labels: `jnp.where(mask, ...)` on the *per-label
-loss* keeps both the value and the gradient of an unobserved entry exactly 0.
-(A NaN label would need a double `where` to keep the gradient finite.)
+Why a boolean mask and not NaN labels: the mask says which entries count,
+whatever the arrays hold there. Masked-out labels and logits are first replaced
+by 0 and the per-label loss is then zeroed again (the "double where"): a single
+`where` on the loss zeroes the value, but a NaN or inf under the mask would
+still reach the gradient as 0·NaN = NaN. With both, an unobserved entry's value
+and gradient are exactly 0 whatever it holds ("?" stored as -1, NaN, inf).
 
 How normalisation changes the effective task weighting (see REFERENCES.md):
   * "per_example" (the seed's formula, default): divide the observed sum by the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NORMALIZATIONS = ("per_example", "per_label", "per_task")
 
@@ -59,6 +63,37 @@ def _check_inputs(logits, labels, mask) -> None:
         "(batch or number of tasks T differs)")
 
 
+def _check_label_values(labels, mask) -> None:
+  """Raises a ValueError at the first observed label that is not 0 or 1.
+
+  Only concrete arrays can be checked: under jit (or any transformation that
+  traces labels or mask) the values are unknown, so the check is skipped and
+  the data pipeline's own label check is what guards training.
+  """
+  if isinstance(labels, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+    return
+  labels, mask = np.asarray(labels), np.asarray(mask)
+  # NaN fails both comparisons, so it is reported too.
+  bad = mask & ~((labels == 0) | (labels == 1))
+  if bad.any():
+    i, j = np.argwhere(bad)[0]
+    raise ValueError(
+        f"labels must be 0 or 1 where mask is True; got "
+        f"{labels[i, j].item()!r} at example {i}, task {j} ({int(bad.sum())} "
+        "such label(s) in all; a '?' label, often stored as -1, needs "
+        "mask=False)")
+
+
+def _masked_elementwise(logits, labels, mask) -> jax.Array:
+  """The per-label loss, exactly 0 in value and gradient where mask is False."""
+  # Inner `where`s: safe inputs under the mask, so that no NaN/inf there can
+  # reach the backward pass. For observed entries they are the identity, so
+  # values and gradients there are bit-identical to the single-`where` form.
+  safe_logits = jnp.where(mask, logits, jnp.zeros((), logits.dtype))
+  safe_labels = jnp.where(mask, labels, jnp.zeros((), labels.dtype))
+  return jnp.where(mask, sigmoid_cross_entropy(safe_logits, safe_labels), 0.0)
+
+
 def sigmoid_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Elementwise logistic loss in log-sigmoid form, stable for any |logit|.
 
@@ -82,15 +117,24 @@ def masked_sigmoid_cross_entropy_per_task(
 
   Args:
     logits: [B, T] float logits.
-    labels: [B, T] labels in {0, 1} (values under mask=False are ignored).
+    labels: [B, T] labels in {0, 1} where mask is True; entries under
+      mask=False are ignored, whatever they hold (-1, NaN).
     mask: [B, T] bool, False where the label is "?".
 
   Returns:
     [T] float: each task's loss averaged over its observed labels; exactly 0
-    (with zero gradient) for a task with no observed label in the batch.
+    (with zero gradient) for a task with no observed label in the batch, and
+    so for every task when the batch is empty (B = 0).
+
+  Raises:
+    ValueError: on wrong ranks, shapes or dtypes, or, for concrete (not
+      traced) labels and mask, on an observed label that is not 0 or 1.
+      Traced values (under jit) cannot be checked; the data pipeline keeps its
+      own label check.
   """
   _check_inputs(logits, labels, mask)
-  elem = jnp.where(mask, sigmoid_cross_entropy(logits, labels), 0.0)
+  _check_label_values(labels, mask)
+  elem = _masked_elementwise(logits, labels, mask)
   count = mask.sum(axis=0).astype(logits.dtype)
   # max(count, 1) keeps an all-"?" task finite: its sum is 0, so is its loss.
   return elem.sum(axis=0) / jnp.maximum(count, 1.0)
@@ -106,7 +150,8 @@ def masked_sigmoid_cross_entropy(
 
   Args:
     logits: [B, T] float logits, one per task.
-    labels: [B, T] labels in {0, 1}; entries under mask=False are ignored.
+    labels: [B, T] labels in {0, 1} where mask is True; entries under
+      mask=False are ignored, whatever they hold (-1, NaN).
     mask: [B, T] bool, False where the label is missing ("?").
     normalize: "per_example" (seed's (1/B) Σ_i Σ_j observed), "per_label"
       (observed sum / number of observed labels) or "per_task" (mean over tasks
@@ -114,20 +159,28 @@ def masked_sigmoid_cross_entropy(
 
   Returns:
     Scalar loss. Finite, with finite gradients, even when a whole task or the
-    whole batch is unobserved (then the loss is 0). The gradient with respect to
-    an unobserved logit is exactly 0.
+    whole batch is unobserved, or the batch is empty (B = 0, in every
+    normalisation): then the loss is 0 with zero gradient. The value and the
+    gradient of an unobserved entry are exactly 0, whatever its label or logit
+    holds (NaN and inf included).
 
   Raises:
-    ValueError: on a bad `normalize` or on wrong ranks, shapes or dtypes.
+    ValueError: on a bad `normalize`, on wrong ranks, shapes or dtypes, or, for
+      concrete (not traced) labels and mask, on an observed label that is not
+      0 or 1, naming the value and its (example, task) position. Traced values
+      (under jit, as in the train step) cannot be checked; the data pipeline
+      keeps its own label check.
   """
   if normalize not in NORMALIZATIONS:
     raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got "
                      f"{normalize!r}")
   _check_inputs(logits, labels, mask)
-  elem = jnp.where(mask, sigmoid_cross_entropy(logits, labels), 0.0)
+  _check_label_values(labels, mask)
+  elem = _masked_elementwise(logits, labels, mask)
   total = elem.sum()
   if normalize == "per_example":
-    return total / logits.shape[0]
+    # max(B, 1): an empty batch has sum 0, so its loss is 0, not 0/0.
+    return total / max(logits.shape[0], 1)
   if normalize == "per_label":
     return total / jnp.maximum(mask.sum().astype(logits.dtype), 1.0)
   count = mask.sum(axis=0).astype(logits.dtype)

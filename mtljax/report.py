@@ -15,91 +15,27 @@ with Holm's correction across the tasks of a condition.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import tempfile
 
 import numpy as np
 
 from mtljax import metrics as metrics_lib
 from mtljax import report_sweeps
 from mtljax import stats
+# Re-exported: report.load_results, report.ReportError, report.SCHEMA_VERSION.
+from mtljax.report_load import load_results
+from mtljax.report_load import ReportError
+from mtljax.report_load import SCHEMA_VERSION
 from mtljax.report_md import markdown
 from mtljax.report_sweeps import sweep_axis  # re-exported: report.sweep_axis
 
-SCHEMA_VERSION = 1
 CONFIDENCE = 0.95
 MAX_BAR_CHARTS_PER_EXPERIMENT = 6  # beyond this: first and last condition only
 MAX_PNGS = 40
-_RUN_KEYS = ("arm", "mode", "seed", "learning_rate", "val", "test")
-_SKIP_DIRS = ("checkpoints", "tensorboard")  # big, and never hold results
-
-
-# ------------------------------------------------------------------ loading.
-def load_results(paths) -> list[dict]:
-  """Reads results.json files: workdirs, sweep trees, or the files themselves.
-
-  Args:
-    paths: workdirs holding results.json, or directories searched recursively
-      (a sweep directory), or results.json paths.
-
-  Returns:
-    One dict per file, in path order, with "source" (its path) added. A file
-    reached twice (a sweep and one of its points) is read once.
-
-  Raises:
-    ValueError: naming the path, if a path has no results.json or a file is
-      unreadable, malformed or of another schema_version.
-  """
-  if isinstance(paths, (str, os.PathLike)):
-    paths = [paths]
-  out, seen = [], set()
-  for path in map(os.fspath, paths):
-    if os.path.isfile(path):
-      files = [path]
-    elif os.path.isdir(path):
-      files = []
-      for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs
-                         if d not in _SKIP_DIRS and not d.startswith("."))
-        if "results.json" in names:
-          files.append(os.path.join(root, "results.json"))
-    else:
-      raise ValueError(f"{path}: no such file or directory")
-    if not files:
-      raise ValueError(f"{path}: no results.json found (has training "
-                       "finished? results.json is written at the end)")
-    for f in files:
-      if os.path.realpath(f) not in seen:
-        seen.add(os.path.realpath(f))
-        out.append(_read(f))
-  return out
-
-
-def _read(path: str) -> dict:
-  try:
-    with open(path) as f:
-      r = json.load(f)
-  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-    raise ValueError(f"{path}: not a readable results.json ({e})") from e
-  if not isinstance(r, dict):
-    raise ValueError(f"{path}: expected a JSON object, got {type(r).__name__}")
-  if r.get("schema_version") != SCHEMA_VERSION:
-    raise ValueError(f"{path}: schema_version {r.get('schema_version')!r}; "
-                     f"this mtljax reads version {SCHEMA_VERSION}")
-  for key in ("experiment", "runs"):
-    if key not in r:
-      raise ValueError(f"{path}: malformed results.json, no {key!r}")
-  if not isinstance(r["runs"], list) or not r["runs"]:
-    raise ValueError(f"{path}: malformed results.json, no runs")
-  for i, run in enumerate(r["runs"]):
-    missing = [k for k in _RUN_KEYS if k not in run]
-    missing += [f"{s}.per_task" for s in ("val", "test")
-                if not isinstance(run.get(s), dict) or "per_task" not in run[s]]
-    if missing:
-      raise ValueError(f"{path}: malformed results.json, run {i} lacks "
-                       f"{', '.join(missing)}")
-  return {**r, "source": path}
 
 
 # --------------------------------------------------------------- summarizing.
@@ -119,7 +55,8 @@ def _nanmean(x) -> float:
 def _group(results: list[dict]) -> list[dict]:
   """Merges results by (experiment, dataset, condition); runs are pooled."""
   groups: dict[tuple, dict] = {}
-  for r in results:
+  origin: dict[tuple, dict] = {}  # group key -> {(arm, seed, lr): (i, source)}
+  for i, r in enumerate(results):
     cond = r.get("condition") or {}
     ds = r.get("dataset") or {}
     tasks = list(ds.get("task_names") or r["runs"][0]["test"]["per_task"])
@@ -131,18 +68,32 @@ def _group(results: list[dict]) -> list[dict]:
         "sources": [], "runs": []})
     src = r.get("source", "<in memory>")
     if tasks != g["task_names"]:
-      raise ValueError(f"{src}: task names {tasks} differ from "
-                       f"{g['task_names']} of {g['sources']} (same condition)")
-    have = {(x["arm"], x["seed"], x["learning_rate"]) for x in g["runs"]}
+      raise ReportError(f"{src}: task names {tasks} differ from "
+                        f"{g['task_names']} of {g['sources']} (same condition)")
+    # Where each (arm, seed, lr) of the group came from: a workdir given
+    # twice under two names (e.g. a copy) is refused naming both.
+    have = origin.setdefault(key, {})
     for run in r["runs"]:
       k = (run["arm"], run["seed"], run["learning_rate"])
       if k in have:
-        raise ValueError(f"{src}: run (arm, seed, lr) = {k} twice for one "
-                         f"condition (also in {g['sources'] or 'this file'})")
-      have.add(k)
+        n, first = have[k]
+        where = (f"both in this file ({_where(src)})" if n == i else
+                 f"in {_where(first)} and in {_where(src)}")
+        raise ReportError(
+            "run (experiment, condition, arm, seed, learning rate) = "
+            f"({key[0]!r}, {key[2]}, {k[0]!r}, {k[1]}, {k[2]:g}) twice for "
+            f"one condition: {where}")
+      have[k] = (i, src)
       g["runs"].append(run)
     g["sources"].append(src)
   return list(groups.values())
+
+
+def _where(source: str) -> str:
+  """A results.json's directory (the workdir or sweep point) for messages."""
+  if os.path.basename(source) == "results.json":
+    return os.path.dirname(source) or "."
+  return source
 
 
 def _select(runs: list[dict], tasks: list[str], sel: str, per_task: bool
@@ -262,11 +213,16 @@ def summarize(results: list[dict], metric: str = "auc",
     {"mean", "lo", "hi"}}, "diffs": {arm: {"mean", "lo", "hi"}}}]}, where CI
     = {"mean", "lo", "hi", "n", "values"} and NaN is None. Conditions of a
     sweep are ordered along its field.
+
+  Raises:
+    ReportError: on a bad metric, no results, task names that differ within
+      a condition, or one (arm, seed, lr) run twice in a condition (e.g. a
+      workdir and its copy), naming both places.
   """
   if metric not in metrics_lib.METRICS:
-    raise ValueError(f"metric {metric!r} is not one of {metrics_lib.METRICS}")
+    raise ReportError(f"metric {metric!r} is not one of {metrics_lib.METRICS}")
   if not results:
-    raise ValueError("no results to summarize")
+    raise ReportError("no results to summarize")
   by_exp: dict[str, list] = {}
   for g in _group(results):
     by_exp.setdefault(g["experiment"], []).append(g)
@@ -308,6 +264,9 @@ def _condition(g: dict, label: str, metric: str, baseline: str) -> dict:
     for a in arms.values():
       a["test"]["mean_shared"] = _ci([_nanmean(row[shared])
                                       for row in a["_table"]])
+  for run in g["runs"]:  # written by train.py (skipped steps, never finite)
+    notes += [f"arm {run['arm']}, seed {run['seed']}, learning rate "
+              f"{run['learning_rate']:g}: {w}" for w in run.get("warnings", ())]
   comps = {}
   if baseline in arms:
     comps = {a: _compare(arms[a], arms[baseline], tasks, hib)
@@ -336,7 +295,38 @@ def _clean(obj):
   return obj
 
 
+def check_baseline(results: list[dict], baseline: str) -> None:
+  """Raises a ReportError, listing the arms present, if no run has `baseline`.
+
+  `summarize` only notes a missing baseline (a default "stl" may simply not
+  apply, e.g. an experiment whose arms are missing-label policies); a
+  baseline that the user names explicitly should exist.
+  """
+  arms = list(dict.fromkeys(run["arm"] for r in results for run in r["runs"]))
+  if baseline not in arms:
+    raise ReportError(f"baseline arm {baseline!r} is in no run; the arms "
+                      f"present are: {', '.join(arms)}")
+
+
 # ------------------------------------------------------------------ writing.
+def _prepare_out_dir(out_dir: str) -> None:
+  """Creates out_dir if needed and checks that a file can be written there.
+
+  Checked by writing (and removing) a probe file, not with os.access: root
+  passes any permission check, and a read-only mount fails only on write.
+  """
+  try:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+      raise NotADirectoryError(errno.ENOTDIR, "a file, not a directory")
+    os.makedirs(out_dir, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".report_probe", dir=out_dir)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise ReportError(f"{out_dir}: cannot write the report there "
+                      f"({e.strerror or e})") from e
+
+
 def write_report(results: list[dict], out_dir: str, metric: str = "auc",
                  baseline: str = "stl", title: str | None = None) -> dict:
   """Writes out_dir/report.md, report.json and PNG plots (out_dir/plots).
@@ -350,10 +340,14 @@ def write_report(results: list[dict], out_dir: str, metric: str = "auc",
 
   Returns:
     The summary (as `summarize`), with "plots": PNG paths relative to out_dir.
+
+  Raises:
+    ReportError: as `summarize`, or if out_dir cannot be created or written;
+      both are checked before anything is written.
   """
   from mtljax import plots  # pylint: disable=g-import-not-at-top
   summary = summarize(results, metric, baseline)
-  os.makedirs(out_dir, exist_ok=True)
+  _prepare_out_dir(out_dir)
   summary["plots"] = plots.report_plots(summary, out_dir, MAX_PNGS,
                                         MAX_BAR_CHARTS_PER_EXPERIMENT)
   title = title or "mtljax report: " + ", ".join(

@@ -15,13 +15,30 @@ import logging
 import os
 
 from mtljax import config as config_lib
+from mtljax import preflight
 from mtljax import train
+from mtljax import workdir as workdir_lib
 
 log = logging.getLogger("mtljax")
 
 
+def check_overrides(points: list[dict], overrides: dict) -> None:
+  """Refuses a command-line override of a field that the sweep sets.
+
+  The point's value would win, so the override would be silently dropped.
+  """
+  swept = {k for p in points for k in p}
+  clash = sorted(swept & set(overrides))
+  if clash:
+    raise config_lib.ConfigError(
+        f"--config.{clash[0]} is set by every point of this sweep, so the "
+        "override would be ignored; edit get_sweep, or run one point with "
+        "`mtljax train`")
+
+
 def run_sweep(base, points: list[dict], workdir: str,
-              extra: dict | None = None) -> list[str]:
+              extra: dict | None = None, *, overwrite: bool = False
+              ) -> list[str]:
   """Trains every point; returns the point workdirs.
 
   Args:
@@ -29,22 +46,47 @@ def run_sweep(base, points: list[dict], workdir: str,
     points: override dicts from the config's get_sweep.
     workdir: parent directory of the point workdirs.
     extra: command-line overrides, recorded in each point's condition.
+    overwrite: recompute points whose workdir was made by another config,
+      after moving their old contents to `<point>.old[.n]`.
+
+  Raises:
+    ConfigError: a bad point (named), a command-line override of a swept
+      field, or a finished point made by another config (without overwrite).
   """
-  # Every point is validated before the first one trains: a typo in point 7
-  # must not surface after an hour of points 1-6.
-  configs = [config_lib.validate(config_lib.apply_overrides(base, p))
-             for p in points]
+  check_overrides(points, extra or {})
   names = [config_lib.point_name(p) for p in points]
   if len(set(names)) != len(names):
     raise config_lib.ConfigError("sweep points must differ; duplicate point "
                                  f"names: {sorted(names)}")
+  # Every point is checked before the first one trains, against the dataset
+  # too: a bad point 7 must not surface after an hour of points 1-6. So is
+  # every finished point's config: a rerun with other settings must not
+  # report the old results as if they were the new ones.
+  configs = []
+  for point, name in zip(points, names):
+    try:
+      cfg = config_lib.validate(config_lib.apply_overrides(base, point))
+      preflight.check(cfg)
+    except config_lib.ConfigError as e:
+      raise config_lib.ConfigError(f"sweep point {name}: {e}") from None
+    if not overwrite:
+      workdir_lib.check_owner(
+          os.path.join(workdir, name), cfg,
+          hint="Use another --workdir, or --overwrite to move the old "
+          "results of each such point aside and recompute it.")
+    configs.append(cfg)
   dirs = []
   for i, (point, cfg, name) in enumerate(zip(points, configs, names)):
     pdir = os.path.join(workdir, name)
     dirs.append(pdir)
     if os.path.exists(os.path.join(pdir, "results.json")):
-      log.info("[%d/%d] %s: done, skipping", i + 1, len(points), name)
-      continue
+      try:
+        workdir_lib.check_owner(pdir, cfg)
+        log.info("[%d/%d] %s: done, skipping", i + 1, len(points), name)
+        continue
+      except config_lib.ConfigError:
+        pass  # only reached with overwrite: train_and_evaluate moves it
     log.info("[%d/%d] %s", i + 1, len(points), name)
-    train.train_and_evaluate(cfg, pdir, condition={**(extra or {}), **point})
+    train.train_and_evaluate(cfg, pdir, condition={**(extra or {}), **point},
+                             overwrite=overwrite)
   return dirs

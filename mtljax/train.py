@@ -24,12 +24,10 @@ Guarantees a researcher can rely on:
 
 from __future__ import annotations
 
-import hashlib
-import json
+import errno
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -43,19 +41,13 @@ from mtljax import config as config_lib
 from mtljax import data as data_lib
 from mtljax import evaluate
 from mtljax import parallel
+from mtljax import preflight
 from mtljax import runs as runs_lib
 from mtljax import step as step_lib
+from mtljax import workdir as workdir_lib
 from mtljax import writers
 
 log = logging.getLogger("mtljax")
-
-# Fields that change how a run is displayed, not what it computes: a resume
-# with a different value of these is allowed. nonfinite_policy only acts once
-# a step is non-finite, and a halted run is meant to be resumed with "skip"
-# (the halt message says so).
-_COSMETIC = ("name", "data.data_dir", "train.progress", "train.log_every",
-             "arm_suffix", "train.run_map", "train.nonfinite_policy")
-
 
 class NonFiniteError(RuntimeError):
   """A NaN/inf loss or gradient under nonfinite_policy="halt"."""
@@ -65,63 +57,9 @@ class Preempted(RuntimeError):
   """SIGTERM received; a checkpoint was saved before stopping."""
 
 
-def computational_fields(config) -> dict:
-  """{dotted key: value} of every field that affects the computation."""
-  flat = config_lib._flatten(config)  # pylint: disable=protected-access
-  return {k: v for k, v in flat.items() if k not in _COSMETIC}
-
-
-def fingerprint(config) -> str:
-  """Hash of every field that affects the computation (resume compatibility)."""
-  return hashlib.sha256(json.dumps(computational_fields(config), sort_keys=True,
-                                   default=str).encode()).hexdigest()[:16]
-
-
-def _check_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    # Per process: the hosts of a multi-host job (and a second job that is
-    # about to be refused by the lock) probe the same directory at once.
-    probe = os.path.join(workdir, f".write_test.{socket.gethostname()}."
-                         f"{os.getpid()}")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise config_lib.ConfigError(
-        f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
-
-
-def _per_task_values(field: str, values, num_tasks: int, names):
-  """-1 means 'all'; one value broadcasts; else exactly T values."""
-  if all(v == -1 for v in values):
-    return None
-  if len(values) not in (1, num_tasks):
-    raise config_lib.ConfigError(
-        f"config.{field} must have 1 or {num_tasks} values (tasks: "
-        f"{', '.join(names)}); got {len(values)}: {tuple(values)!r}")
-  return values[0] if len(values) == 1 else tuple(values)
-
-
-def _label_controls(config, spec) -> dict:
-  names, t = spec.task_names, len(spec.task_names)
-  frac = _per_task_values("data.label_fraction", config.data.label_fraction,
-                          t, names)
-  if frac is not None:
-    frac = (1.0 if frac == -1 else frac) if np.ndim(frac) == 0 else tuple(
-        1.0 if f == -1 else f for f in frac)
-  budget = _per_task_values("data.label_budget", config.data.label_budget, t,
-                            names)
-  if frac is not None and budget is not None:
-    raise config_lib.ConfigError(
-        "set config.data.label_fraction or config.data.label_budget, not both")
-  for k in config.data.shuffle_tasks:
-    if not 0 <= k < t:
-      raise config_lib.ConfigError(
-          f"config.data.shuffle_tasks has task index {k}; {spec.name} has "
-          f"tasks 0..{t - 1} ({', '.join(names)})")
-  return dict(label_fraction=frac, label_budget=budget,
-              shuffle_tasks=tuple(config.data.shuffle_tasks))
+# Kept here too: callers and older code import them from train.
+computational_fields = workdir_lib.computational_fields
+fingerprint = workdir_lib.fingerprint
 
 
 def _update_best(state, scores, step):
@@ -173,7 +111,8 @@ class _Program:
         self.state)
 
 
-def _nonfinite_message(step, prog, metrics, task_names) -> str:
+def _nonfinite_message(step, prog, metrics, task_names, saved) -> str:
+  """The halt message; `step` counts completed steps, like logs and ckpts."""
   bad = np.argwhere(np.asarray(metrics["nonfinite"]) > 0)
   s, g = bad[0]
   group = prog.prog.groups[g]
@@ -182,11 +121,13 @@ def _nonfinite_message(step, prog, metrics, task_names) -> str:
            if not np.isfinite(task_loss[t])]
   where = (f"in the loss of task(s) {', '.join(tasks)}" if tasks
            else "in the gradients")
-  return (f"non-finite value at step {step} {where} (arm {group.arm}, seed "
+  kept = (f"the last checkpoint (step {saved[-1]}) is intact" if saved
+          else "no checkpoint had been saved yet")
+  return (f"non-finite value in step {step} {where} (arm {group.arm}, seed "
           f"index {s}, learning rate {group.learning_rate:g}); "
-          f"{int(bad.shape[0])} run(s) affected. The update was not applied and "
-          "the last checkpoint is intact. Set config.train.nonfinite_policy="
-          "skip to skip such steps instead.")
+          f"{int(bad.shape[0])} run(s) affected. The update was not applied "
+          f"and {kept}. Set config.train.nonfinite_policy=skip to skip such "
+          "steps instead.")
 
 
 def _arm_means(prog, per_step: dict) -> dict:
@@ -198,14 +139,17 @@ def _arm_means(prog, per_step: dict) -> dict:
   return out
 
 
-def train_and_evaluate(config, workdir: str, condition: dict | None = None
-                       ) -> dict:
+def train_and_evaluate(config, workdir: str, condition: dict | None = None,
+                       *, overwrite: bool = False) -> dict:
   """Trains every run of `config` and writes results.json to `workdir`.
 
   Args:
     config: an experiment config (validated again here).
-    workdir: output directory; an existing run in it is resumed.
+    workdir: output directory; an unfinished run of the same config in it is
+      resumed, and a workdir made by another config is refused.
     condition: the sweep fields that define this point (recorded in results).
+    overwrite: if the workdir was made by another config, move its contents
+      to `<workdir>.old[.n]` (nothing is deleted) and start afresh.
 
   Returns:
     The results dict (also written to workdir/results.json).
@@ -215,40 +159,69 @@ def train_and_evaluate(config, workdir: str, condition: dict | None = None
       compilation and without touching existing checkpoints or results.
     NonFiniteError: a NaN/inf under nonfinite_policy="halt".
     Preempted: SIGTERM arrived; a checkpoint was saved first.
+    DiskFullError: the disk filled up; the last good checkpoint is intact.
   """
   # ---------------------------------------------------------- set up.
   config = config_lib.validate(config)
+  spec = preflight.check(config)
   parallel.maybe_initialize_distributed()
   lead = jax.process_index() == 0
-  _check_workdir(workdir)
+  _num_devices(config)  # a config error: before the workdir is looked at
+  created = not os.path.exists(workdir)
+  workdir_lib.check_writable(workdir)
   lock = ckpt_lib.WorkdirLock(workdir) if lead else None
   if lock:
     lock.__enter__()
   try:
-    return _train(config, workdir, condition or {}, lead)
+    if lead:
+      try:
+        workdir_lib.check_owner(workdir, config)
+      except config_lib.ConfigError:
+        if not overwrite:
+          raise
+        aside = workdir_lib.move_aside(workdir, keep=(".lock",))
+        log.warning("--overwrite: the old contents of %s were moved to %s",
+                    workdir, aside)
+    return _train(config, workdir, condition or {}, lead, spec)
+  except Exception as e:  # noqa: BLE001 — re-raised, as DiskFullError if so
+    if isinstance(e, workdir_lib.DiskFullError) or not (
+        workdir_lib.is_disk_full(e)):
+      raise
+    steps = workdir_lib.saved_steps(workdir)
+    kept = (f"the last good checkpoint (step {steps[-1]}) is intact"
+            if steps else "no checkpoint had been saved yet")
+    raise workdir_lib.DiskFullError(
+        errno.ENOSPC, f"the disk holding workdir {workdir} is full; {kept}. "
+        "Free some space and run the same command again to resume") from None
   finally:
     if lock:
       lock.__exit__(None, None, None)
+    if lead:
+      workdir_lib.remove_if_only_lock(workdir, created)
 
 
-def _train(config, workdir, condition, lead):
-  tc = config.train
-  # ---------------------------------------------------------- mesh.
+def _num_devices(config) -> int:
+  """The mesh size; raises ConfigError if the devices cannot hold the batch."""
   ndev = config.num_devices or jax.device_count()
   if ndev > jax.device_count():
     raise config_lib.ConfigError(
         f"config.num_devices={ndev} but only {jax.device_count()} devices exist")
-  if tc.batch_size % ndev:
+  if config.train.batch_size % ndev:
     raise config_lib.ConfigError(
-        f"config.train.batch_size={tc.batch_size} is not divisible by the "
-        f"{ndev} devices of the mesh")
-  mesh = parallel.make_mesh(ndev)
+        f"config.train.batch_size={config.train.batch_size} is not divisible "
+        f"by the {ndev} devices of the mesh")
+  return ndev
+
+
+def _train(config, workdir, condition, lead, spec):
+  tc = config.train
+  # ---------------------------------------------------------- mesh.
+  mesh = parallel.make_mesh(_num_devices(config))
 
   # ---------------------------------------------------------- data.
   data_dir = config.data.data_dir or None
   split_sizes = tuple(config.data.split_sizes) or None
-  spec = data_lib.dataset_spec(config.data.name)
-  controls = _label_controls(config, spec)
+  controls = preflight.label_controls(config, spec)
   seeds = [config.seed + i for i in range(config.num_seeds)]
   pipeline = data_lib.TrainPipeline(
       config.data.name, seeds=seeds, global_batch_size=tc.batch_size,
@@ -257,7 +230,6 @@ def _train(config, workdir, condition, lead):
       else config.data.train_examples,
       process_index=jax.process_index(), process_count=jax.process_count(),
       **controls)
-  spec = data_lib.dataset_spec(config.data.name)
   cap = None if config.data.eval_examples < 0 else config.data.eval_examples
   splits = {}
   for split in ("validation", "test"):
@@ -283,9 +255,16 @@ def _train(config, workdir, condition, lead):
   abstract = {p.prog.name: p.abstract_state() for p in programs}
   restored, meta = ckpt.restore_latest(abstract)
   start = 0
+  # Skipped (non-finite) updates per run, [S, G] per program: in the
+  # checkpoint's JSON item so that a resumed run keeps counting.
+  skipped = {p.prog.name: np.zeros(p.specs["seed"].shape, np.int64)
+             for p in programs}
   if restored is not None:
     for p in programs:
       p.state = restored[p.prog.name]
+      counts = meta.get("nonfinite_skipped", {}).get(p.prog.name)
+      if counts is not None:
+        skipped[p.prog.name] = np.asarray(counts, np.int64)
     start = int(meta["step"])
     log.info("resuming %s from step %d", workdir, start)
   out = writers.Writers(workdir, enabled=lead, start_step=start,
@@ -308,14 +287,34 @@ def _train(config, workdir, condition, lead):
     if step in ckpt.steps():
       return
     ckpt.save(step, {p.prog.name: p.state for p in programs},
-              {"task_names": task_names})
+              {"task_names": task_names,
+               "nonfinite_skipped": {k: v.tolist()
+                                     for k, v in skipped.items()}})
+
+  pending: list[tuple[int, list[dict]]] = []
+
+  def drain():
+    """Fetches pending metrics, halts or counts non-finite steps."""
+    fetched = jax.device_get(pending)
+    pending.clear()
+    n = 0
+    for s_i, ms in fetched:
+      for p, m in zip(programs, ms):
+        bad = np.asarray(m["nonfinite"]) > 0
+        if bad.any():
+          if tc.nonfinite_policy == "halt":
+            raise NonFiniteError(_nonfinite_message(
+                s_i + 1, p, m, task_names, ckpt.steps()))
+          skipped[p.prog.name] += bad
+          n += int(bad.sum())
+    return fetched, n
 
   try:
-    pending: list[tuple[int, list[dict]]] = []
     batches = pipeline.batches(start)
     t_last, n_last = time.perf_counter(), start
     for step in range(start, tc.steps):
       if preempted:
+        drain()  # the skipped counts saved must include the pending steps
         save(step)
         raise Preempted(f"SIGTERM at step {step}: checkpoint saved; run the "
                         "same command again to resume")
@@ -330,21 +329,13 @@ def _train(config, workdir, condition, lead):
       is_ckpt = done % tc.checkpoint_every == 0 or done == tc.steps
       if done % tc.log_every == 0 or is_eval or is_ckpt:
         # The only host sync in the loop: metrics stay on device until here.
-        fetched = jax.device_get(pending)
-        pending = []
-        skipped = 0
-        for s_i, ms in fetched:
-          for p, m in zip(programs, ms):
-            if np.any(m["nonfinite"]):
-              if tc.nonfinite_policy == "halt":
-                raise NonFiniteError(_nonfinite_message(s_i, p, m, task_names))
-              skipped += int(np.sum(m["nonfinite"]))
+        fetched, n_skipped = drain()
         now = time.perf_counter()
         rate = (done - n_last) / max(now - t_last, 1e-9)
         t_last, n_last = now, done
         last = fetched[-1][1]
         record = {"step": done, "kind": "train", "steps_per_sec": rate,
-                  "nonfinite_skipped": skipped, "arms": {}}
+                  "nonfinite_skipped": n_skipped, "arms": {}}
         for p, m in zip(programs, last):
           record["arms"].update(_arm_means(p, m))
         out.log(record)
@@ -378,8 +369,14 @@ def _train(config, workdir, condition, lead):
     val = evaluators["validation"][i].metrics(best)
     test = evaluators["test"][i].metrics(best)
     best_step = np.asarray(p.state["best_step"])
+    finite = np.isfinite(np.asarray(p.state["best_score"]))
     results["runs"].extend(_run_entries(p, seeds, val, test, best_step,
-                                        task_names))
+                                        task_names, skipped[p.prog.name],
+                                        finite, tc))
+  for r in results["runs"]:
+    for w in r["warnings"]:
+      log.warning("arm %s, seed %d, learning rate %g: %s", r["arm"], r["seed"],
+                  r["learning_rate"], w)
   if lead:
     writers.write_json(os.path.join(workdir, "results.json"), results)
   ckpt.close()
@@ -417,11 +414,28 @@ def _combine(metric_dicts: list[dict], tasks: list[int], names) -> dict:
   return {"per_task": per_task, "mean": mean}
 
 
-def _run_entries(p, seeds, val, test, best_step, names) -> list[dict]:
+def _run_warnings(skipped, finite, tc) -> list[str]:
+  """Why a run's results may not mean what they seem (results and report)."""
+  out = []
+  share = skipped / tc.steps
+  if skipped and share > tc.warn_skipped_share:
+    out.append(f"{skipped} of {tc.steps} steps ({share:.0%}) were skipped as "
+               "non-finite (config.train.warn_skipped_share="
+               f"{tc.warn_skipped_share:g})")
+  if not finite:
+    out.append("no validation score was ever finite: its results are of its "
+               "initial weights")
+  return out
+
+
+def _run_entries(p, seeds, val, test, best_step, names, skipped, finite,
+                 tc) -> list[dict]:
   """results.json run entries: one per (arm, seed, learning rate).
 
   An STL entry gathers the T single-task networks of one seed and rate: task
   t's metrics come from network t, and its parameter count is their sum.
+  `nonfinite_skipped` is per task like `best_step` (an MTL run repeats its
+  one count), and `warnings` lists each network's warnings.
   """
   entries = []
   groups = p.prog.groups
@@ -435,14 +449,22 @@ def _run_entries(p, seeds, val, test, best_step, names) -> list[dict]:
         tasks = list(range(len(names)))
         v, te = val[s][g], test[s][g]
         steps = [int(best_step[s, g])] * len(names)
+        skips = [int(skipped[s, g])] * len(names)
       else:
         tasks = [groups[g].tasks[0] for g in idx]
         v = _combine([val[s][g] for g in idx], tasks, names)
         te = _combine([test[s][g] for g in idx], tasks, names)
         steps = [int(best_step[s, g]) for g in idx]
+        skips = [int(skipped[s, g]) for g in idx]
+      warnings = []
+      for g, t in zip(idx, tasks if mode != "mtl" else [None]):
+        prefix = "" if t is None else f"task {names[t]}: "
+        warnings += [prefix + w for w in _run_warnings(
+            int(skipped[s, g]), bool(finite[s, g]), tc)]
       entries.append({
           "arm": arm, "mode": mode, "seed": int(seed), "learning_rate": lr,
           "width": int(p.prog.model_cfg.width),
           "param_count": int(sum(p.param_counts[g] for g in idx)),
-          "best_step": steps, "val": v, "test": te})
+          "best_step": steps, "nonfinite_skipped": skips,
+          "warnings": warnings, "val": v, "test": te})
   return entries

@@ -47,10 +47,16 @@ def _clean(obj: Any) -> Any:
 def write_json(path: str, obj: Any) -> None:
   """Writes JSON atomically (tmp file + rename): never a half-written file."""
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(_clean(obj), f, indent=1, sort_keys=False)
-    f.write("\n")
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "w") as f:
+      json.dump(_clean(obj), f, indent=1, sort_keys=False)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    # A full disk (or a kill) must not leave a half-written file behind.
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def environment() -> dict:

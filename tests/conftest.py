@@ -16,6 +16,9 @@ import types  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+# The fault-injection fixtures (rel, baseline, finished, in_process, rerun).
+pytest_plugins = ["tests.faults"]
+
 TINY_SPLIT_SIZES = (2000, 500, 500)
 
 

@@ -114,3 +114,65 @@ def test_bad_inputs_raise_naming_argument(bad, match):
     losses.masked_sigmoid_cross_entropy(
         np.zeros((4, 2), np.float32), np.zeros((4, 2)), np.ones((4, 2), bool),
         "mean")
+
+
+@pytest.mark.parametrize("fn", [losses.masked_sigmoid_cross_entropy,
+                                losses.masked_sigmoid_cross_entropy_per_task])
+@pytest.mark.parametrize("bad_label", [-1.0, 2.0, 0.5, np.nan])
+def test_observed_label_outside_0_1_raises_with_position(fn, bad_label):
+  z, y, _ = random_case(6)
+  m = np.ones_like(z, bool)  # all observed: a stored "?" (-1) is then a bug
+  y[3, 2] = bad_label
+  with pytest.raises(ValueError, match=r"example 3, task 2") as e:
+    fn(z, y, m)
+  assert str(bad_label) in str(e.value)
+  # The same value under mask=False is ignored, and bool/int labels pass.
+  m[3, 2] = False
+  fn(z, y, m)
+  fn(z, y.astype(bool), np.ones_like(m))
+  fn(z, np.where(m, y, 0).astype(np.int32), np.ones_like(m))
+
+
+def test_label_check_skipped_when_traced():
+  # Under jit the values are unknown: no error, and the loss still runs.
+  z, y, _ = random_case(7)
+  m = np.ones_like(z, bool)
+  y[0, 0] = -1.0
+  got = jax.jit(losses.masked_sigmoid_cross_entropy)(z, y, m)
+  assert np.isfinite(float(got))
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("normalize", losses.NORMALIZATIONS)
+def test_nan_and_inf_under_mask_do_not_leak(normalize, jit):
+  z, y, m = random_case(8)
+  fn = jax.value_and_grad(losses.masked_sigmoid_cross_entropy)
+  fn = jax.jit(fn, static_argnums=3) if jit else fn
+  clean, _ = fn(jnp.asarray(z), y, m, normalize)
+  (i1, j1), (i2, j2), (i3, j3) = np.argwhere(~m)[:3]
+  y[i1, j1], y[i2, j2], y[i3, j3] = np.nan, -1.0, np.nan
+  z[i1, j1], z[i2, j2], z[i3, j3] = np.nan, np.inf, -np.inf
+  loss, g = fn(jnp.asarray(z), y, m, normalize)
+  g = np.asarray(g)
+  assert np.isfinite(float(loss)) and np.all(np.isfinite(g))
+  assert float(loss) == float(clean)
+  assert np.all(g[~m] == 0.0)
+  per_task = losses.masked_sigmoid_cross_entropy_per_task
+  jac = np.asarray(jax.jacrev(per_task)(jnp.asarray(z), y, m))
+  assert np.all(np.isfinite(jac)) and np.all(jac[:, ~m] == 0.0)
+
+
+@pytest.mark.parametrize("normalize", losses.NORMALIZATIONS)
+def test_empty_batch_is_zero_with_zero_gradient(normalize):
+  y, m = np.zeros((0, 3), np.float32), np.zeros((0, 3), bool)
+
+  def loss(bias):  # a parameter that exists even when the batch is empty
+    logits = jnp.zeros((0, 3), jnp.float32) + bias
+    return losses.masked_sigmoid_cross_entropy(logits, y, m, normalize)
+
+  for fn in (jax.value_and_grad(loss), jax.jit(jax.value_and_grad(loss))):
+    value, g = fn(jnp.float32(0.5))
+    assert float(value) == 0.0 and float(g) == 0.0
+  per_task = losses.masked_sigmoid_cross_entropy_per_task(
+      jnp.zeros((0, 3), jnp.float32), y, m)
+  np.testing.assert_array_equal(np.asarray(per_task), np.zeros(3))

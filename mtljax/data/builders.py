@@ -26,6 +26,12 @@ default `mtl_scenes` build (50000/5000/10000 at 32x32, 224 MB) takes 22 s,
 `mtl_scenes/unrelated` 17 s, `digits_multilabel` (20000/4000/4000) 2.4 s and
 `mtl_scenes/large` (64x64, 846 MB) 95 s.
 
+A build directory without `dataset_info.json` (which TFDS writes last) is an
+incomplete build: `build` moves it aside to `<dir>.incomplete[.n]` and builds
+again. Each build records a sha256 of every split's files in
+`mtljax_checksums.json`, which `verify_split` checks on read, so a damaged
+file, or two splits' files swapped, is caught before any record is used.
+
 Bump `VERSION` whenever a renderer's output changes, so that stale builds are
 not silently reused.
 """
@@ -34,9 +40,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import inspect
 import io
+import json
+import logging
 import os
+import re
+import tempfile
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -59,6 +70,12 @@ SPLITS = ("train", "validation", "test")
 # The seed of the stored data (not of a run): every build is the same dataset.
 DATA_SEED = 0
 _SALT_MISSING = 0x6D69_7373  # "miss": keeps the missing-label draws apart.
+# In each build directory: {split: {"sha256", "num_examples", "files"}}.
+CHECKSUMS_FILENAME = "mtljax_checksums.json"
+_HASH_BLOCK = 1 << 20
+
+# Not `log`: `build` takes a `log` callable.
+_logger = logging.getLogger("mtljax")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,15 +196,18 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
   return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
-def _check_dir(path: str, write: bool) -> None:
+def _check_dir(path: str | os.PathLike, write: bool) -> None:
   """Raises DataError unless `path` is (or can be created as) a usable dir."""
+  # TFDS hands out epath objects (`builder.data_dir_root`), whose repr is
+  # "PosixGPath('...')": messages show the plain path.
+  path = os.fspath(path)
   if os.path.exists(path):
     if not os.path.isdir(path):
-      raise DataError(f"data dir {path!r} exists but is not a directory")
+      raise DataError(f"data dir '{path}' exists but is not a directory")
     mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
     if not os.access(path, mode):
       need = "readable and writable" if write else "readable"
-      raise DataError(f"data dir {path!r} is not {need}; pass another data_dir "
+      raise DataError(f"data dir '{path}' is not {need}; pass another data_dir "
                       "or set TFDS_DATA_DIR")
     return
   if not write:
@@ -196,9 +216,22 @@ def _check_dir(path: str, write: bool) -> None:
   while parent and not os.path.exists(parent):
     parent = os.path.dirname(parent)
   if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-    raise DataError(f"cannot create data dir {path!r}: {parent!r} is not a "
+    raise DataError(f"cannot create data dir '{path}': '{parent}' is not a "
                     "writable directory; pass another data_dir or set "
                     "TFDS_DATA_DIR")
+
+
+_GPATH_REPR = re.compile(r"\b\w*GPath\((['\"])(.*?)\1\)")
+
+
+def error_text(e: BaseException) -> str:
+  """The first line of an exception's message (at most 300 characters).
+
+  For quoting a library's error inside ours: TFDS and etils often format paths
+  as "PosixGPath('...')", which is rewritten to the plain path.
+  """
+  text = _GPATH_REPR.sub(r"\2", str(e).strip())
+  return (text.splitlines() or [""])[0][:300].rstrip(".")
 
 
 # --------------------------------------------------------------- builders.
@@ -370,9 +403,8 @@ def get_builder(name: str, data_dir=None, split_sizes=None,
       where = os.path.join(path, cls.name, config.name)
       if not os.path.isdir(where):
         raise
-      text = (str(e).strip().splitlines() or [""])[0][:300].rstrip(".")
       raise DataError(f"cannot read the built dataset {name!r} in {where}: "
-                      f"{type(e).__name__}: {text}. It is corrupt or "
+                      f"{type(e).__name__}: {error_text(e)}. It is corrupt or "
                       "incomplete: delete that directory and it is rebuilt on "
                       "first use") from e
 
@@ -389,9 +421,10 @@ def _quiet_absl():
 
 
 def _prepared(builder: tfds.core.DatasetBuilder) -> bool:
-  # TFDS writes dataset_info.json last, after renaming the finished build into
-  # place (`builder.is_prepared()` checks the same, but logs a warning when
-  # the answer is no).
+  # TFDS writes dataset_info.json last, into its temporary directory, and then
+  # renames that into place: a build directory without it is never a build in
+  # progress, only an incomplete one (`builder.is_prepared()` checks the same,
+  # but logs a warning when the answer is no).
   return os.path.isfile(os.path.join(builder.data_dir, "dataset_info.json"))
 
 
@@ -401,10 +434,29 @@ def is_built(name: str, data_dir=None, split_sizes=None,
   return _prepared(get_builder(name, data_dir, split_sizes, missing_rate))
 
 
+def _move_aside(path: str) -> str:
+  """Renames `path` to `<path>.incomplete` (or `.incomplete.<n>`); returns it.
+
+  Never overwrites: the first name that does not exist yet is taken.
+  """
+  aside = f"{path}.incomplete"
+  n = 0
+  while os.path.lexists(aside):
+    n += 1
+    aside = f"{path}.incomplete.{n}"
+  os.rename(path, aside)
+  return aside
+
+
 def build(name: str, data_dir=None, split_sizes=None,
           log: Callable[[str], None] | None = print,
           missing_rate: float = 0.0) -> DatasetSpec:
   """Builds the dataset unless it is already built; returns its spec.
+
+  A build directory without `dataset_info.json` is an incomplete build (TFDS
+  writes that file last): it is moved aside to `<dir>.incomplete[.n]` (kept,
+  never deleted) and the dataset is built again. After a build, the checksums
+  of its splits are recorded (see `verify_split`).
 
   Args:
     name: one of `DATASET_NAMES`.
@@ -417,17 +469,40 @@ def build(name: str, data_dir=None, split_sizes=None,
     The dataset's `DatasetSpec`.
 
   Raises:
-    DataError: unknown name, bad sizes or rate, unusable data dir.
+    DataError: unknown name, bad sizes or rate, unusable data dir, or an
+      incomplete build that cannot be moved aside.
   """
   spec = dataset_spec(name, split_sizes)
   builder = get_builder(name, data_dir, split_sizes, missing_rate)
   if _prepared(builder):
     return spec
   _check_dir(builder.data_dir_root, write=True)
+  target = os.fspath(builder.data_dir)
+  reason = "first use"
+  # TFDS's `download_and_prepare` returns at once ("Reusing dataset") whenever
+  # the build directory exists, complete or not: left in place, an incomplete
+  # build would never be rebuilt, and every use would report a build that did
+  # not happen. (Checked again here: another process may have just finished.)
+  if os.path.lexists(target) and not _prepared(builder):
+    try:
+      aside = _move_aside(target)
+    except FileNotFoundError:
+      pass  # Another process moved it aside first; it rebuilds too.
+    except OSError as e:
+      raise DataError(f"{target} holds an incomplete build of {spec.name} (no "
+                      "dataset_info.json) and cannot be moved aside: "
+                      f"{type(e).__name__}: {error_text(e)}. Delete that "
+                      "directory and it is rebuilt on first use") from e
+    else:
+      reason = "rebuild"
+      moved = (f"{target} holds an incomplete build of {spec.name} (no "
+               f"dataset_info.json): moved it to {aside}")
+      # Even a silent build says where the old files went.
+      (log or _logger.warning)(moved)
   sizes = "/".join(str(n) for n in spec.split_sizes.values())
   if log:
-    log(f"building {spec.name} (first use): {sizes} examples into "
-        f"{builder.data_dir} ...")
+    log(f"building {spec.name} ({reason}): {sizes} examples into {target} "
+        "...")
   start = time.perf_counter()
   # pylint: disable-next=protected-access
   progress = tfds.core.utils.tqdm_utils._active
@@ -444,9 +519,151 @@ def build(name: str, data_dir=None, split_sizes=None,
       raise
   finally:
     tfds.display_progress_bar(progress)
+  if not _prepared(builder):
+    # Never report a build that did not happen.
+    raise DataError(f"building {spec.name} into {target} ended without "
+                    "writing dataset_info.json: the build is incomplete; "
+                    "delete that directory and it is rebuilt on first use")
+  try:
+    write_checksums(builder)
+  except OSError as e:
+    # The data itself is complete; the first read records the checksums.
+    _logger.warning("could not record the checksums of %s in %s: %s",
+                    spec.name, target, error_text(e))
   if log:
     log(f"built {spec.name} in {time.perf_counter() - start:.1f} s")
   return spec
+
+
+# -------------------------------------------------------------- checksums.
+
+# (path, inode, mtime_ns, size) of each file of a split -> sha256 of their
+# bytes: reading the same unchanged split again in this process needs no
+# rehash (a swap or rewrite changes the inode or the mtime).
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
+  """The split's shard file names, in shard order (from dataset_info.json)."""
+  return list(builder.info.splits[split].filenames)
+
+
+def _digest(directory: str, files: Sequence[str]) -> str:
+  """sha256 over the bytes of `files` (in `directory`), in order; cached.
+
+  Raises:
+    OSError: a file is missing or unreadable.
+  """
+  paths = [os.path.join(directory, f) for f in files]
+  key = tuple((p, st.st_ino, st.st_mtime_ns, st.st_size)
+              for p, st in ((p, os.stat(p)) for p in paths))
+  digest = _DIGESTS.get(key)
+  if digest is None:
+    h = hashlib.sha256()
+    for path in paths:
+      with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+          h.update(block)
+    digest = _DIGESTS[key] = h.hexdigest()
+  return digest
+
+
+def _split_record(builder: tfds.core.DatasetBuilder, split: str) -> dict:
+  files = _split_files(builder, split)
+  return {"sha256": _digest(os.fspath(builder.data_dir), files),
+          "num_examples": int(builder.info.splits[split].num_examples),
+          "files": files}
+
+
+def write_checksums(builder: tfds.core.DatasetBuilder) -> dict:
+  """Records the checksum of every split of a finished build; returns them.
+
+  Writes `<builder.data_dir>/mtljax_checksums.json` = {split: {"sha256",
+  "num_examples", "files"}}, atomically (a temporary file, then
+  `os.replace`): a reader never sees half a file.
+
+  Raises:
+    OSError: a split file is unreadable, or the directory is not writable.
+  """
+  directory = os.fspath(builder.data_dir)
+  record = {s: _split_record(builder, s) for s in SPLITS}
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CHECKSUMS_FILENAME}.",
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(record, f, indent=1, sort_keys=True)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(directory, CHECKSUMS_FILENAME))
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+  return record
+
+
+def verify_split(builder: tfds.core.DatasetBuilder, split: str,
+                 where: str) -> None:
+  """Checks a split's files against the checksum recorded when it was built.
+
+  The checksum is a sha256 over the split's shard files, in shard order, so a
+  damaged file, or the files of two splits swapped (same names, same number
+  of records, other content), is caught. Unchanged files are hashed once per
+  process (see `_DIGESTS`).
+
+  Trust on first use: a build made before checksums were recorded has no
+  checksum file. Its checksums are then computed from the files as they are
+  and written (when the directory is writable), and later reads are checked
+  against them; this first read is not checked.
+
+  Args:
+    builder: the builder of a prepared (built) dataset.
+    split: one of `SPLITS`.
+    where: what is being read (dataset, split, directory), for the message.
+
+  Raises:
+    DataError: the files differ from the recorded checksum, or the checksum
+      file is unreadable.
+    OSError: a file of the split is missing or unreadable.
+  """
+  directory = os.fspath(builder.data_dir)
+  path = os.path.join(directory, CHECKSUMS_FILENAME)
+  fix = (f"the build is corrupt or incomplete, or its files were changed: "
+         f"delete {directory} and it is rebuilt on first use")
+  try:
+    with open(path, encoding="utf-8") as f:
+      recorded = json.load(f)
+  except FileNotFoundError:
+    recorded = None
+  except (OSError, ValueError) as e:
+    raise DataError(f"{where}: cannot read its checksums, {path}: "
+                    f"{type(e).__name__}: {error_text(e)}; {fix}") from e
+  if recorded is None:
+    _split_record(builder, split)  # This split's files must at least exist.
+    try:
+      write_checksums(builder)
+    except OSError as e:  # E.g. a read-only data dir: still usable.
+      _logger.warning("could not record the checksums of %s: %s", directory,
+                      error_text(e))
+    return
+  entry = recorded.get(split) if isinstance(recorded, dict) else None
+  if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)):
+    raise DataError(f"{where}: {path} holds no checksum for split "
+                    f"{split!r}; {fix}")
+  files = _split_files(builder, split)
+  num_examples = int(builder.info.splits[split].num_examples)
+  if entry.get("files") != files or entry.get("num_examples") != num_examples:
+    raise DataError(f"{where}: dataset_info.json lists {num_examples} "
+                    f"examples in {', '.join(files)}, but it was built with "
+                    f"{entry.get('num_examples')} in "
+                    f"{', '.join(map(str, entry.get('files') or ()))}; {fix}")
+  digest = _digest(directory, files)
+  if digest != entry["sha256"]:
+    raise DataError(f"{where}: the sha256 of {', '.join(files)} does not "
+                    f"match the checksum recorded at build time in "
+                    f"{CHECKSUMS_FILENAME} (e.g. a damaged file, or the "
+                    f"files of two splits swapped); {fix}")
 
 
 def list_datasets() -> Sequence[DatasetSpec]:

@@ -113,10 +113,10 @@ def check_examples(where: str, task_names: Sequence[str], first: int = 0, *,
 
 
 def _unreadable(where: str, directory: str, e: Exception) -> DataError:
-  text = (str(e).strip().splitlines() or [""])[0][:300].rstrip(".")
-  return DataError(f"cannot read {where}: {type(e).__name__}: {text}. The "
-                   "built dataset is corrupt or incomplete: delete "
-                   f"{directory} and it is rebuilt on first use")
+  return DataError(f"cannot read {where}: {type(e).__name__}: "
+                   f"{builders.error_text(e)}. The built dataset is corrupt or "
+                   f"incomplete: delete {directory} and it is rebuilt on first "
+                   "use")
 
 
 def load_split(name: str, split: str, data_dir=None, split_sizes=None,
@@ -125,7 +125,10 @@ def load_split(name: str, split: str, data_dir=None, split_sizes=None,
                log: Callable[[str], None] | None = print) -> dict:
   """Reads (the first `num_examples` of) a split into numpy arrays.
 
-  Builds the dataset first if it is not built yet.
+  Builds the dataset first if it is not built yet, and checks the split's
+  files against the checksum recorded at build time before reading them
+  (`builders.verify_split`; a build without recorded checksums gets them on
+  this first read).
 
   Args:
     name: one of `DATASET_NAMES`.
@@ -141,8 +144,10 @@ def load_split(name: str, split: str, data_dir=None, split_sizes=None,
 
   Raises:
     DataError: bad arguments, or stored data that cannot be read (corrupt or
-      missing files), has the wrong shapes, label values outside {-1, 0, 1},
-      non-finite or out-of-range pixels, or records out of order.
+      missing files), differs from its recorded checksum (e.g. a damaged
+      file or two splits' files swapped), has the wrong shapes, label values
+      outside {-1, 0, 1}, non-finite or out-of-range pixels, or records out
+      of order.
   """
   _check_split(split)
   spec = builders.build(name, data_dir, split_sizes, log=log,
@@ -152,8 +157,12 @@ def load_split(name: str, split: str, data_dir=None, split_sizes=None,
   # Reading can only fail on a damaged build (the code that wrote it is ours):
   # name the directory rather than show array_record's traceback.
   try:
+    # First: a file swapped with another split's reads back as valid records.
+    builders.verify_split(builder, split, where)
     source = builder.as_data_source(split)
     size = len(source)
+  except DataError:
+    raise
   except Exception as e:  # noqa: BLE001
     raise _unreadable(where, builder.data_dir, e) from e
   n = _count(num_examples, "num_examples", size, spec.name, split)
