@@ -8,7 +8,7 @@ trained side by side on the same batches, label masks and initial weights
     mtljax sweep --config experiments/e1_mtl_vs_stl.py:quick --workdir w/e1
 """
 
-from mtljax import presets
+from mtljax.study import presets
 
 
 def get_config(arg=None):

@@ -7,7 +7,7 @@ difference against width (the crossover, if any).
     mtljax sweep --config experiments/e2_width_sweep.py:quick --workdir w/e2
 """
 
-from mtljax import presets
+from mtljax.study import presets
 
 
 def get_config(arg=None):

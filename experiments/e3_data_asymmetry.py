@@ -7,7 +7,7 @@ paired MTL−STL difference per auxiliary budget.
     mtljax sweep --config experiments/e3_data_asymmetry.py:quick --workdir w/e3
 """
 
-from mtljax import presets
+from mtljax.study import presets
 
 TARGET = 0  # pedestrian
 

@@ -7,7 +7,7 @@ program (paired by seed); the report compares each with the masked loss.
     mtljax sweep --config experiments/e4_missing_labels.py:quick --workdir w/e4
 """
 
-from mtljax import presets
+from mtljax.study import presets
 
 
 def get_config(arg=None):

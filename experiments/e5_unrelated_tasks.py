@@ -11,7 +11,7 @@ The target task has few labels so that a gain has room to show.
     mtljax sweep --config experiments/e5_unrelated_tasks.py:quick --workdir w/e5
 """
 
-from mtljax import presets
+from mtljax.study import presets
 
 TARGET = 0
 

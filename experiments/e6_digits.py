@@ -7,7 +7,7 @@ parameter-matched STL (2000 training examples in quick mode, 4000 in full).
     mtljax sweep --config experiments/e6_digits.py:quick --workdir w/e6
 """
 
-from mtljax import presets
+from mtljax.study import presets
 
 
 def get_config(arg=None):

@@ -6,9 +6,9 @@ The whole path reads in one sitting::
       -> mtljax.config   (load, override, validate)
       -> mtljax.data     (TFDS builders, label controls, grain pipeline)
       -> mtljax.models   (shared encoder + per-task heads; task groups)
-      -> mtljax.step     (pure, vmapped-over-runs, sharded train step)
-      -> mtljax.train    (train_and_evaluate: loop, eval, checkpoints)
-      -> mtljax.report   (CIs, paired tests, plots)
+      -> mtljax.core.step     (pure, vmapped-over-runs, sharded train step)
+      -> mtljax.run.train    (train_and_evaluate: loop, eval, checkpoints)
+      -> mtljax.analysis.report   (CIs, paired tests, plots)
 """
 
 __version__ = "0.1.0"

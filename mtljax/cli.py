@@ -162,6 +162,9 @@ def _parser() -> argparse.ArgumentParser:
   rp.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
   rp.add_argument("--workdir", default=None,
                   help="default: workdirs/reproduce_quick or _full")
+  rp.add_argument("--experiments", default=None, metavar="DIR",
+                  help="the experiment files (default: $MTLJAX_EXPERIMENTS, "
+                  "./experiments, or the source checkout's)")
   rp.add_argument("--only", default=None,
                   help="comma-separated experiment names (e.g. e1,e2)")
   return p
@@ -169,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args, overrides) -> None:
   from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from mtljax import train  # pylint: disable=g-import-not-at-top
+  from mtljax.run import train  # pylint: disable=g-import-not-at-top
   cfg = config_lib.load_config(args.config, overrides)
   results = train.train_and_evaluate(cfg, args.workdir,
                                      condition=_overrides_dict(overrides),
@@ -194,7 +197,7 @@ def _cmd_sweep(args, overrides) -> None:
   points = config_lib.load_sweep(args.config)
   extra = _overrides_dict(overrides)
   base = config_lib.load_config(args.config, overrides)
-  from mtljax import sweep  # pylint: disable=g-import-not-at-top
+  from mtljax.run import sweep  # pylint: disable=g-import-not-at-top
   sweep.check_overrides(points, extra)
   if args.print_commands:
     for point in points:
@@ -207,7 +210,7 @@ def _cmd_sweep(args, overrides) -> None:
                   overwrite=args.overwrite)
   if not args.no_report:
     from mtljax import errors  # pylint: disable=g-import-not-at-top
-    from mtljax import report  # pylint: disable=g-import-not-at-top
+    from mtljax.analysis import report  # pylint: disable=g-import-not-at-top
     try:
       report.write_report(report.load_results([args.workdir]), args.workdir)
     except report.ReportError as e:
@@ -225,7 +228,7 @@ def _fmt(v) -> str:
 
 def _cmd_report(args) -> None:
   from mtljax import errors  # pylint: disable=g-import-not-at-top
-  from mtljax import report  # pylint: disable=g-import-not-at-top
+  from mtljax.analysis import report  # pylint: disable=g-import-not-at-top
   out = args.out or args.dirs[0]
   if not args.out and os.path.isfile(out):  # `report DIR/results.json`
     out = os.path.dirname(out) or "."
@@ -267,11 +270,11 @@ def _cmd_data(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
-  from mtljax import reproduce  # pylint: disable=g-import-not-at-top
+  from mtljax.study import reproduce  # pylint: disable=g-import-not-at-top
   mode = "full" if args.full else ("smoke" if args.smoke else "quick")
   workdir = args.workdir or os.path.join("workdirs", f"reproduce_{mode}")
   only = args.only.split(",") if args.only else None
-  reproduce.reproduce(mode, workdir, only=only)
+  reproduce.reproduce(mode, workdir, only=only, experiments=args.experiments)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"stopped: {e}", file=sys.stderr)
     return EXIT_PREEMPTED
   except OSError as e:
-    from mtljax import workdir  # pylint: disable=g-import-not-at-top
+    from mtljax.run import workdir  # pylint: disable=g-import-not-at-top
     if not workdir.is_disk_full(e):
       raise
     # Outside a training run (a dataset build, a report): no checkpoint to

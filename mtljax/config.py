@@ -28,9 +28,10 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from mtljax import errors
 
-class ConfigError(ValueError):
-  """A user error in a config file, variant or override."""
+
+ConfigError = errors.ConfigError
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax import checkpoint as ckpt_lib
+from mtljax.run import checkpoint as ckpt_lib
 from mtljax import cli
 from mtljax import data as data_lib
 from mtljax.data import pipeline as pipeline_lib
@@ -90,7 +90,7 @@ def touch():
 
 
 if kind == "pause_after_save":
-  from mtljax import checkpoint
+  from mtljax.run import checkpoint
   save = checkpoint.Checkpointer.save
 
   def paused_save(self, step, state, meta):
@@ -115,7 +115,7 @@ elif kind == "kill_in_finalize":
 
   cls.finalize = killed_finalize
 elif kind == "sigterm_at":
-  from mtljax import parallel
+  from mtljax.core import parallel
   global_batch = parallel.global_batch
   calls = []
 

@@ -5,9 +5,9 @@ import types
 import numpy as np
 
 from mtljax import config as config_lib
-from mtljax import parallel
-from mtljax import runs
-from mtljax import step as step_lib
+from mtljax.core import parallel
+from mtljax.core import runs
+from mtljax.core import step as step_lib
 
 
 def tiny_model_cfg(encoder="mlp", width=8, depth=2, dropout=0.0):

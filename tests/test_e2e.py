@@ -15,7 +15,7 @@ import pytest
 
 from mtljax import cli
 from mtljax import config as config_lib
-from mtljax import train
+from mtljax.run import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 E1 = os.path.join(ROOT, "experiments", "e1_mtl_vs_stl.py")
@@ -151,7 +151,7 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_reproduction(smoke_data_dir, tmp_path):
-  from mtljax import reproduce
+  from mtljax.study import reproduce
   vs = reproduce.reproduce("smoke", str(tmp_path / "repro"))
   assert len(vs) == 5
   assert all(v["verdict"] in ("supported", "not supported", "mixed",

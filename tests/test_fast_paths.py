@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax import parallel
-from mtljax import step as step_lib
+from mtljax.core import parallel
+from mtljax.core import step as step_lib
 from mtljax.models import encoders
 from tests.helpers import fake_batch, step_setup, train_steps
 

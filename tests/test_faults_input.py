@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax import checkpoint as ckpt_lib
+from mtljax.run import checkpoint as ckpt_lib
 from mtljax import cli
 from mtljax import data as data_lib
 from mtljax.data import pipeline as pipeline_lib

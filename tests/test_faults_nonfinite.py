@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax import checkpoint as ckpt_lib
+from mtljax.run import checkpoint as ckpt_lib
 from mtljax import cli
 from mtljax import data as data_lib
 from mtljax.data import pipeline as pipeline_lib
@@ -152,7 +152,7 @@ def test_skipped_counts_survive_a_resume(in_process, monkeypatch, tmp_path):
 
 def test_run_warnings_rules():
   from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from mtljax import train  # pylint: disable=g-import-not-at-top
+  from mtljax.run import train  # pylint: disable=g-import-not-at-top
   tc = config_lib.default_config().train
   tc.steps, tc.warn_skipped_share = 100, 0.1
   assert train._run_warnings(10, True, tc) == []  # pylint: disable=protected-access

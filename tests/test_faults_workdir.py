@@ -20,9 +20,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from mtljax import checkpoint as ckpt_lib
+from mtljax.run import checkpoint as ckpt_lib
 from mtljax import cli
-from mtljax import writers
+from mtljax.run import writers
 from tests.faults import *  # noqa: F401,F403 pylint: disable=wildcard-import
 from tests.faults import _argv, _error_line, _runs, _snapshot, _steps
 from tests.faults import _assert_same_run, E1, TINY
@@ -339,7 +339,7 @@ def test_write_json_leaves_no_partial_file(tmp_path, monkeypatch):
 
 
 def test_is_disk_full_sees_wrapped_errors():
-  from mtljax import workdir  # pylint: disable=g-import-not-at-top
+  from mtljax.run import workdir  # pylint: disable=g-import-not-at-top
   try:
     try:
       raise OSError(errno.ENOSPC, "No space left on device")

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax import losses
+from mtljax.tasks import losses
 
 
 def np_logistic(z, y):

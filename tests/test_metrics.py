@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mtljax import metrics
+from mtljax.tasks import metrics
 
 
 def random_data(seed, r=None, n=300, t=4, p_obs=0.7, levels=7):

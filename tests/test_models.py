@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mtljax import models
-from mtljax import runs
+from mtljax.core import runs
 from mtljax import config as config_lib
 from tests.helpers import tiny_model_cfg
 

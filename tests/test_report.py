@@ -11,8 +11,8 @@ import os
 import numpy as np
 import pytest
 
-from mtljax import report
-from mtljax import stats
+from mtljax.analysis import report
+from mtljax.analysis import stats
 
 TASKS = ["a", "b", "c"]
 SEEDS = [0, 1, 2]

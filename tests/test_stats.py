@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp_stats
 
-from mtljax import stats
+from mtljax.analysis import stats
 
 
 def test_mean_ci_matches_scipy():

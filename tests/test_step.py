@@ -6,8 +6,8 @@ import optax
 import pytest
 
 from mtljax import config as config_lib
-from mtljax import parallel
-from mtljax import step as step_lib
+from mtljax.core import parallel
+from mtljax.core import step as step_lib
 from tests.helpers import fake_batch, step_setup, train_steps
 
 T = 4

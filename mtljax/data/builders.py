@@ -56,12 +56,12 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from mtljax import errors
 from mtljax.data import digits
 from mtljax.data import scenes
 
 
-class DataError(ValueError):
-  """A user error about data: unknown dataset, bad split or label control."""
+DataError = errors.DataError
 
 
 DATASET_NAMES = ("mtl_scenes", "mtl_scenes/large", "mtl_scenes/unrelated",

@@ -183,8 +183,8 @@ class JaxSetup:
                donate=True, num_devices=None, lrs=(1e-3,)):
     import jax  # pylint: disable=g-import-not-at-top
     from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
-    from mtljax import parallel, runs  # pylint: disable=g-import-not-at-top
-    from mtljax import step as step_lib  # pylint: disable=g-import-not-at-top
+    from mtljax.core import parallel, runs  # pylint: disable=g-import-not-at-top
+    from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
     cfg = config_lib.default_config()
     cfg.model.encoder, cfg.model.width, cfg.model.depth = encoder, width, depth
     cfg.model.dtype = dtype

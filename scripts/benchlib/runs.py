@@ -83,7 +83,7 @@ def _b3_point(cfg, model, r, width=None, maps=("vmap", "unroll", "scan")):
 
 
 def section_b3(cfg, res):
-  from mtljax.step import default_run_map  # pylint: disable=g-import-not-at-top
+  from mtljax.core.step import default_run_map  # pylint: disable=g-import-not-at-top
   out = {"models": {}, "width_sweep": {}}
   for model in ("mlp", "cnn"):
     m = _b3_model(cfg, model)
@@ -132,8 +132,8 @@ def section_b3(cfg, res):
 def section_b4(cfg, res, args):
   import jax  # pylint: disable=g-import-not-at-top
   from mtljax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from mtljax import parallel  # pylint: disable=g-import-not-at-top
-  from mtljax.step import default_run_map  # pylint: disable=g-import-not-at-top
+  from mtljax.core import parallel  # pylint: disable=g-import-not-at-top
+  from mtljax.core.step import default_run_map  # pylint: disable=g-import-not-at-top
   data_dir = bench_data_dir(args)
   t0 = time.perf_counter()
   data_lib.build("mtl_scenes", data_dir=data_dir, split_sizes=cfg["b4_split"],
@@ -200,7 +200,7 @@ def worker_b5(cfg) -> dict:
   """Runs in a subprocess with 2 forced host devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from mtljax import parallel  # pylint: disable=g-import-not-at-top
+  from mtljax.core import parallel  # pylint: disable=g-import-not-at-top
   out = {"devices": jax.device_count(), "backend": jax.default_backend()}
   common = dict(encoder="mlp", width=32, depth=2, image_shape=(8, 8, 3),
                 tasks=4, batch=32, seeds=(0, 1), modes=("mtl", "stl"),
@@ -264,8 +264,8 @@ def section_b5(cfg, res):
 
 def section_b6(cfg, res, args):
   from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from mtljax import runs  # pylint: disable=g-import-not-at-top
-  from mtljax.step import default_run_map  # pylint: disable=g-import-not-at-top
+  from mtljax.core import runs  # pylint: disable=g-import-not-at-top
+  from mtljax.core.step import default_run_map  # pylint: disable=g-import-not-at-top
   spec = os.path.join(REPO, "experiments", "e1_mtl_vs_stl.py") + (
       ":smoke" if cfg is SMOKE else ":quick")
   c = config_lib.load_config(spec)

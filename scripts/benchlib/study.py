@@ -49,8 +49,8 @@ def worker_b7_jax(cfg, data_path) -> dict:
   """All runs of the study in one mtljax program (one process)."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from mtljax import parallel  # pylint: disable=g-import-not-at-top
-  from mtljax.step import default_run_map  # pylint: disable=g-import-not-at-top
+  from mtljax.core import parallel  # pylint: disable=g-import-not-at-top
+  from mtljax.core.step import default_run_map  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
   d = np.load(data_path)
   images, labels, mask = d["image"], d["labels"], d["mask"]
@@ -210,7 +210,7 @@ def section_opt(cfg, res):
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from mtljax import step as step_lib  # pylint: disable=g-import-not-at-top
+  from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
   from mtljax.models import encoders  # pylint: disable=g-import-not-at-top
 
   def plain_dot(lhs, rhs, dimension_numbers, precision=None,

@@ -28,7 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mtljax.report_md import METRIC_NAMES
+from mtljax.analysis.report_md import METRIC_NAMES
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 Series = tuple[Sequence[float], Sequence[float], Sequence[float]]

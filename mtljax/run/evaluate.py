@@ -18,8 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from mtljax import metrics as metrics_lib
-from mtljax import parallel
+from mtljax.tasks import metrics as metrics_lib
+from mtljax.core import parallel
 
 
 class Evaluator:

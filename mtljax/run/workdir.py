@@ -19,13 +19,13 @@ import json
 import os
 import socket
 
+from mtljax import errors
 from mtljax import config as config_lib
 
 ConfigError = config_lib.ConfigError
 
 
-class DiskFullError(OSError):
-  """The disk holding the workdir filled up; the last checkpoint is intact."""
+DiskFullError = errors.DiskFullError
 
 
 def computational_fields(config) -> dict:

@@ -21,15 +21,43 @@ import time
 import numpy as np
 
 from mtljax import config as config_lib
-from mtljax import report as report_lib
-from mtljax import stats
-from mtljax import sweep as sweep_lib
-from mtljax import writers
+from mtljax.analysis import report as report_lib
+from mtljax.analysis import stats
+from mtljax.run import sweep as sweep_lib
+from mtljax.run import writers
 
 log = logging.getLogger("mtljax")
 
-EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "experiments")
+# The source checkout's experiments/ (an editable install). A wheel holds no
+# experiments: then ./experiments, $MTLJAX_EXPERIMENTS or --experiments.
+_CHECKOUT_EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))), "experiments")
+
+
+def experiments_dir(path: str | None = None) -> str:
+  """Where the study's experiment files are.
+
+  Args:
+    path: an explicit directory (`mtljax reproduce --experiments DIR`).
+
+  Returns:
+    `path`, else $MTLJAX_EXPERIMENTS, else ./experiments, else the source
+    checkout's experiments/ — the first that holds e1_mtl_vs_stl.py.
+
+  Raises:
+    ConfigError: none of them does.
+  """
+  tried = [path] if path else [os.environ.get("MTLJAX_EXPERIMENTS"),
+                               os.path.abspath("experiments"),
+                               _CHECKOUT_EXPERIMENTS]
+  for d in tried:
+    if d and os.path.isfile(os.path.join(d, EXPERIMENTS[0][1])):
+      return d
+  raise config_lib.ConfigError(
+      f"no experiments folder with {EXPERIMENTS[0][1]} found (looked in "
+      f"{', '.join(d for d in tried if d)}); pass --experiments DIR (the "
+      "repository's experiments/)")
+
 
 # (name, config file, baseline arm of its report)
 EXPERIMENTS = (
@@ -236,13 +264,15 @@ def verdict_table(vs: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def reproduce(mode: str, workdir: str, only=None) -> list[dict]:
+def reproduce(mode: str, workdir: str, only=None,
+              experiments: str | None = None) -> list[dict]:
   """Runs the experiments' sweeps, reports them, and prints the verdicts.
 
   Args:
     mode: "quick", "full" or "smoke" (the config variant).
     workdir: parent of one directory per experiment; rerunning resumes.
     only: optional experiment names ("e1", ...) to run.
+    experiments: the folder of experiment files (see `experiments_dir`).
 
   Returns:
     The verdicts (also written to workdir/verdicts.json and VERDICTS.md).
@@ -256,8 +286,9 @@ def reproduce(mode: str, workdir: str, only=None) -> list[dict]:
         f"{[e[0] for e in EXPERIMENTS]}")
   # Validate every experiment and sweep before the first one trains.
   plans = []
+  exp_root = experiments_dir(experiments)
   for name, path, baseline in selected:
-    spec = f"{os.path.join(EXPERIMENTS_DIR, path)}:{mode}"
+    spec = f"{os.path.join(exp_root, path)}:{mode}"
     plans.append((name, baseline, config_lib.load_config(spec),
                   config_lib.load_sweep(spec)))
   for name, baseline, cfg, points in plans:

@@ -36,25 +36,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtljax import checkpoint as ckpt_lib
+from mtljax import errors
+from mtljax.run import checkpoint as ckpt_lib
 from mtljax import config as config_lib
 from mtljax import data as data_lib
-from mtljax import evaluate
-from mtljax import parallel
-from mtljax import preflight
-from mtljax import runs as runs_lib
-from mtljax import step as step_lib
-from mtljax import workdir as workdir_lib
-from mtljax import writers
+from mtljax.run import evaluate
+from mtljax.core import parallel
+from mtljax.run import preflight
+from mtljax.core import runs as runs_lib
+from mtljax.core import step as step_lib
+from mtljax.run import workdir as workdir_lib
+from mtljax.run import writers
 
 log = logging.getLogger("mtljax")
 
-class NonFiniteError(RuntimeError):
-  """A NaN/inf loss or gradient under nonfinite_policy="halt"."""
+NonFiniteError = errors.NonFiniteError
 
 
-class Preempted(RuntimeError):
-  """SIGTERM received; a checkpoint was saved before stopping."""
+Preempted = errors.Preempted
 
 
 # Kept here too: callers and older code import them from train.

@@ -26,10 +26,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from mtljax import losses
+from mtljax.tasks import losses
 from mtljax import models
-from mtljax import parallel
-from mtljax.runs import MISSING_POLICIES
+from mtljax.core import parallel
+from mtljax.core.runs import MISSING_POLICIES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")

@@ -29,11 +29,11 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
+from mtljax import errors
 from mtljax import config as config_lib
 
 
-class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be used (incompatible config, none restorable)."""
+CheckpointError = errors.CheckpointError
 
 
 class Checkpointer:
@@ -93,7 +93,7 @@ class Checkpointer:
     steps = self.steps()
     if not steps:
       return None, None
-    errors, bad = [], []
+    failures, bad = [], []
     for step in reversed(steps):
       try:
         meta = self.manager.restore(step, args=ocp.args.Composite(
@@ -101,7 +101,7 @@ class Checkpointer:
         if not isinstance(meta, dict):
           raise ValueError(f"meta item is {type(meta).__name__}, not a dict")
       except Exception as e:  # noqa: BLE001 — any unreadable step: try older
-        errors.append(f"step {step}: {_one_line(e)}")
+        failures.append(f"step {step}: {_one_line(e)}")
         bad.append(step)
         continue
       if meta.get("fingerprint") != self.fingerprint and not (
@@ -114,7 +114,7 @@ class Checkpointer:
         state = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state)))["state"]
       except Exception as e:  # noqa: BLE001
-        errors.append(f"step {step}: {_one_line(e)}")
+        failures.append(f"step {step}: {_one_line(e)}")
         bad.append(step)
         continue
       if bad:
@@ -122,13 +122,13 @@ class Checkpointer:
         logging.warning(
             "checkpoint(s) at step(s) %s could not be restored (%s); resuming "
             "from the previous good checkpoint, step %d. The unusable ones "
-            "were moved to %s.", ", ".join(map(str, bad)), "; ".join(errors),
+            "were moved to %s.", ", ".join(map(str, bad)), "; ".join(failures),
             step, ", ".join(moved))
       return state, meta
     raise CheckpointError(
         "no checkpoint in %s could be restored (nothing was changed; move the "
         "directory away to start again):\n  %s"
-        % (self.directory, "\n  ".join(errors)))
+        % (self.directory, "\n  ".join(failures)))
 
   def _same_fields(self, meta: dict) -> bool:
     # The fingerprint hashes every computational field of its day. A field

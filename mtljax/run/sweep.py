@@ -15,9 +15,9 @@ import logging
 import os
 
 from mtljax import config as config_lib
-from mtljax import preflight
-from mtljax import train
-from mtljax import workdir as workdir_lib
+from mtljax.run import preflight
+from mtljax.run import train
+from mtljax.run import workdir as workdir_lib
 
 log = logging.getLogger("mtljax")
 

@@ -23,15 +23,15 @@ import tempfile
 
 import numpy as np
 
-from mtljax import metrics as metrics_lib
-from mtljax import report_sweeps
-from mtljax import stats
+from mtljax.tasks import metrics as metrics_lib
+from mtljax.analysis import report_sweeps
+from mtljax.analysis import stats
 # Re-exported: report.load_results, report.ReportError, report.SCHEMA_VERSION.
-from mtljax.report_load import load_results
-from mtljax.report_load import ReportError
-from mtljax.report_load import SCHEMA_VERSION
-from mtljax.report_md import markdown
-from mtljax.report_sweeps import sweep_axis  # re-exported: report.sweep_axis
+from mtljax.analysis.report_load import load_results
+from mtljax.analysis.report_load import ReportError
+from mtljax.analysis.report_load import SCHEMA_VERSION
+from mtljax.analysis.report_md import markdown
+from mtljax.analysis.report_sweeps import sweep_axis  # re-exported: report.sweep_axis
 
 CONFIDENCE = 0.95
 MAX_BAR_CHARTS_PER_EXPERIMENT = 6  # beyond this: first and last condition only
@@ -345,7 +345,7 @@ def write_report(results: list[dict], out_dir: str, metric: str = "auc",
     ReportError: as `summarize`, or if out_dir cannot be created or written;
       both are checked before anything is written.
   """
-  from mtljax import plots  # pylint: disable=g-import-not-at-top
+  from mtljax.analysis import plots  # pylint: disable=g-import-not-at-top
   summary = summarize(results, metric, baseline)
   _prepare_out_dir(out_dir)
   summary["plots"] = plots.report_plots(summary, out_dir, MAX_PNGS,

@@ -12,19 +12,15 @@ import json
 import numbers
 import os
 
-from mtljax import metrics as metrics_lib
+from mtljax import errors
+from mtljax.tasks import metrics as metrics_lib
 
 SCHEMA_VERSION = 1
 _RUN_KEYS = ("arm", "mode", "seed", "learning_rate", "val", "test")
 _SKIP_DIRS = ("checkpoints", "tensorboard")  # big, and never hold results
 
 
-class ReportError(ValueError):
-  """Inputs or an output directory that no report can be made from.
-
-  The message names the file, directory or argument; `mtljax report` prints it
-  as one `error:` line. Anything else that escapes is a bug.
-  """
+ReportError = errors.ReportError
 
 
 def load_results(paths) -> list[dict]:
