@@ -1,4 +1,4 @@
-"""E1: one multi-task network vs separate single-task networks (the seed's claim).
+"""E1: one multi-task network vs separate single-task networks (the lecture's claim).
 
 MTL (one CNN of width w, 4 heads) against STL (4 CNNs of width w, one per task)
 and a parameter-matched STL (4 CNNs whose total size ≈ the MTL network), all

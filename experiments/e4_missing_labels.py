@@ -1,4 +1,4 @@
-"""E4: missing labels. The seed's rule (sum only over observed labels) against
+"""E4: missing labels. The lecture's rule (sum only over observed labels) against
 treating "?" as negative and against dropping every example with any "?".
 
 30-70% of the training labels are "?". The three policies are arms of one

@@ -49,24 +49,10 @@ def _setup_logging(verbose: bool = False) -> None:
 
 
 def _enable_compilation_cache() -> None:
-  """Persists compiled programs across processes and sweep points.
-
-  Sweep points that share shapes (same width, runs and batch) then compile
-  once: a large saving for the unrolled CPU programs. Set
-  MTLJAX_COMPILATION_CACHE to a directory, or to "" to disable it.
-  """
-  path = os.environ.get("MTLJAX_COMPILATION_CACHE",
-                        os.path.join(os.path.expanduser("~"), ".cache",
-                                     "mtljax", "xla"))
-  if not path:
-    return
-  import jax  # pylint: disable=g-import-not-at-top
-  try:
-    os.makedirs(path, exist_ok=True)
-  except OSError:
-    return  # a cache is an optimisation, never a reason to fail
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+  """Persists compiled programs across processes (see run/session.py)."""
+  # Shared with the Python API, which sets up a notebook the same way.
+  from mtljax.run import session  # pylint: disable=g-import-not-at-top
+  session.enable_compilation_cache()
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -138,7 +124,9 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("dirs", nargs="+", help="workdirs or sweep directories")
   r.add_argument("--out", default=None,
                  help="output directory (default: the first DIR)")
-  r.add_argument("--metric", default="auc", choices=("auc", "ap", "acc", "loss"))
+  r.add_argument("--metric", default=None,
+                 choices=("auc", "ap", "acc", "loss"),
+                 help="default: the runs' selection metric")
   # None, not "stl": an arm named explicitly must exist, while the default
   # may simply not apply (then the report only notes it).
   r.add_argument("--baseline", default=None,
@@ -155,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                  help="build these split sizes instead of the defaults")
   dsub.add_parser("list", help="list the datasets")
 
-  rp = sub.add_parser("reproduce", help="run the study of the seed's claims "
+  rp = sub.add_parser("reproduce", help="run the study of the lecture's claims "
                       "(quick by default) and print the verdict table")
   rp.add_argument("--full", action="store_true",
                   help="the full study (more seeds, data and steps)")
@@ -181,11 +169,13 @@ def _cmd_train(args, overrides) -> None:
 
 
 def _print_summary(results: dict) -> None:
+  metric = results.get("selection_metric") or "auc"
   rows = {}
   for r in results["runs"]:
     key = (r["arm"], r["learning_rate"])
-    rows.setdefault(key, []).append(r["test"]["mean"].get("auc"))
-  print(f"{'arm':<16}{'lr':>10}{'test AUC (mean over seeds)':>30}")
+    rows.setdefault(key, []).append(r["test"]["mean"].get(metric))
+  title = f"test {metric} (mean over seeds)"
+  print(f"{'arm':<16}{'lr':>10}{title:>30}")
   for (arm, lr), vals in rows.items():
     vals = [v for v in vals if v is not None]
     mean = sum(vals) / len(vals) if vals else float("nan")
@@ -250,7 +240,7 @@ def _cmd_report(args) -> None:
 def _cmd_data(args) -> None:
   from mtljax import data  # pylint: disable=g-import-not-at-top
   if args.data_command == "list":
-    for name in data.DATASET_NAMES:
+    for name in data.dataset_names():
       spec = data.dataset_spec(name)
       print(f"{name:<24} tasks={len(spec.task_names)} "
             f"image={'x'.join(map(str, spec.image_shape))} "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""mtljax benchmarks (issue 6): throughput, efficiency, runs per compile, ...
+"""mtljax benchmarks: throughput, efficiency, runs per compile, ...
 
     python scripts/bench.py                        # everything (~6 min, 2 cores)
     python scripts/bench.py --smoke --out /tmp/b.json  # tiny sizes, for CI

@@ -13,30 +13,20 @@ again" and faults that need no process boundary run `cli.main` in this
 process (same devices, same compiled programs, no start-up cost).
 """
 
-import gc
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import types
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from mtljax.run import checkpoint as ckpt_lib
 from mtljax import cli
 from mtljax import data as data_lib
-from mtljax.data import pipeline as pipeline_lib
-from tests.helpers import FakeSource
 
 __all__ = [
     "E1",

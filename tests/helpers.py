@@ -7,6 +7,7 @@ import numpy as np
 from mtljax import config as config_lib
 from mtljax.core import parallel
 from mtljax.core import runs
+from mtljax.core import state as state_lib
 from mtljax.core import step as step_lib
 
 
@@ -27,29 +28,33 @@ def fake_batch(seed, s, b, image_shape=(2, 2, 3), t=4, p_obs=0.7):
 
 def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
                lrs=(1e-2,), dropout=0.0, num_devices=1, missing_policy="mask",
-               run_map="vmap", encoder="mlp", dtype="float32"):
+               run_map="vmap", encoder="mlp", dtype="float32",
+               encoder_kwargs=None):
   """A tiny program's compiled train step and initial state.
 
   Returns:
-    A namespace with prog, fn, state, specs, mesh, graphdef and params.
+    A namespace with prog, fn, state, specs, mesh, graphdef, params and
+    model_state.
   """
   cfg = config_lib.default_config()
   cfg.model = tiny_model_cfg(encoder, 8 if encoder == "mlp" else 2, 2,
                              dropout=dropout)
   cfg.model.dtype = dtype
+  if encoder_kwargs:
+    cfg.model.encoder_kwargs = dict(encoder_kwargs)
   cfg.modes, cfg.optimizer.learning_rates = modes, lrs
   cfg.loss.missing_policies = (missing_policy,)
   (prog,) = runs.build_programs(cfg, shape, num_tasks)
   tx = step_lib.make_optimizer(cfg.optimizer, 10)
-  graphdef, params = step_lib.init_params(cfg.model, shape, num_tasks, seeds,
-                                          prog.num_groups)
+  graphdef, params, model_state = state_lib.init_params(
+      cfg.model, shape, num_tasks, seeds, prog.num_groups)
   mesh = parallel.make_mesh(num_devices)
   fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
                                 mesh=mesh, donate=False, run_map=run_map)
   return types.SimpleNamespace(
-      prog=prog, fn=fn, state=step_lib.init_state(params, tx),
+      prog=prog, fn=fn, state=state_lib.init_state(params, model_state, tx),
       specs=prog.specs(list(seeds)), mesh=mesh, graphdef=graphdef,
-      params=params)
+      params=params, model_state=model_state)
 
 
 def train_steps(fn, state, specs, batches, mesh):

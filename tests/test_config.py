@@ -83,6 +83,34 @@ def test_stl_tasks_must_be_distinct_indices(bad):
     config_lib.load_config(f"{E1}:smoke", [f"stl_tasks={bad}"])
 
 
-def test_model_pool_choices():
-  with pytest.raises(config_lib.ConfigError, match="model.pool"):
-    config_lib.load_config(f"{E1}:smoke", ["model.pool=median"])
+def test_encoder_settings_are_checked_against_its_constructor():
+  cfg = config_lib.load_config(f"{E1}:smoke", ["model.encoder=cnn", "model.encoder_kwargs.pool=avg"])
+  assert cfg.model.encoder_kwargs.pool == "avg"
+  with pytest.raises(config_lib.ConfigError,
+                     match="config.model.encoder_kwargs.poool: encoder 'cnn' "
+                     "has no setting 'poool'; its settings: pool"):
+    config_lib.load_config(f"{E1}:smoke", ["model.encoder=cnn", "model.encoder_kwargs.poool=max"])
+  with pytest.raises(config_lib.ConfigError,
+                     match="'width' is set by mtljax"):
+    config_lib.load_config(f"{E1}:smoke", ["model.encoder_kwargs.width=4"])
+
+
+def test_encoder_setting_values_are_checked_before_training():
+  from mtljax.run import preflight  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.load_config(f"{E1}:smoke",
+                               ["model.encoder=cnn",
+                                "model.encoder_kwargs.pool=median"])
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.model \(encoder 'cnn'\): pool must be "
+                     "'max' or 'avg'; got 'median'"):
+    preflight.check(cfg)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("model.encoder", "transformer"), ("model.arch", "mmoe"),
+    ("optimizer.name", "lion"), ("optimizer.schedule", "linear"),
+    ("loss.normalize", "per_batch")])
+def test_component_names_come_from_the_registries(field, value):
+  with pytest.raises(config_lib.ConfigError,
+                     match=f"config.{field}={value!r} is not a registered"):
+    config_lib.load_config(f"{E1}:smoke", [f"{field}={value}"])

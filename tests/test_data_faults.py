@@ -10,6 +10,7 @@ import pytest
 
 from mtljax import data
 from mtljax.data import builders
+from mtljax.data import checksums
 
 NAME = "digits_multilabel"
 SIZES = (600, 200, 200)  # validation and test: same size, same record count
@@ -105,7 +106,7 @@ def test_unchanged_split_is_hashed_once_per_process(copy, monkeypatch):
   def no_rehash(*args, **kwargs):
     raise AssertionError("rehashed an unchanged split")
 
-  monkeypatch.setattr(builders.hashlib, "sha256", no_rehash)
+  monkeypatch.setattr(checksums.hashlib, "sha256", no_rehash)
   _equal(_load(root, "test"), first)
 
 

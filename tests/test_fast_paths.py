@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from mtljax.core import parallel
+from mtljax.core import run_map as run_map_lib
 from mtljax.core import step as step_lib
+from mtljax import models
 from mtljax.models import encoders
-from tests.helpers import fake_batch, step_setup, train_steps
+from tests.helpers import fake_batch, step_setup, tiny_model_cfg, train_steps
 
 T = 4
 SHAPE = (4, 4, 3)
@@ -49,10 +51,10 @@ def test_single_run_step_keeps_state_when_nonfinite():
   b["image"][0, 0] = np.inf
   new, m = fn(state, specs, parallel.global_batch(b, mesh))
   assert int(np.asarray(m["nonfinite"]).sum()) == 1
-  for a, o in zip(jax.tree.leaves(new["params"]),
-                  jax.tree.leaves(state["params"])):
+  for a, o in zip(jax.tree.leaves(new.params),
+                  jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(a, o)
-  assert int(new["step"]) == 1
+  assert int(new.step) == 1
 
 
 def test_scan_eval_equals_vmap_eval():
@@ -60,15 +62,43 @@ def test_scan_eval_equals_vmap_eval():
   mesh, graphdef, params = s.mesh, s.graphdef, s.params
   images = np.random.default_rng(0).normal(size=(6,) + SHAPE).astype(
       np.float32)
-  a = step_lib.make_eval_fn(graphdef, mesh, "vmap")(params, images)
-  b = step_lib.make_eval_fn(graphdef, mesh, "scan")(params, images)
+  a = step_lib.make_eval_fn(graphdef, mesh, "vmap")(params, s.model_state,
+                                                     images)
+  b = step_lib.make_eval_fn(graphdef, mesh, "scan")(params, s.model_state,
+                                                     images)
   np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_map_runs_kinds_and_carry_agree_across_run_maps():
+  rng = np.random.default_rng(0)
+  w = {"a": rng.normal(size=(2, 3, 4)).astype(np.float32)}     # run
+  x = rng.normal(size=(2, 5, 4)).astype(np.float32)            # seed
+  c = np.float32(0.5)                                           # shared
+
+  def one(w, x, c):
+    y = x @ w["a"] + c
+    return {"a": w["a"] * 2.0}, y.sum()   # the carried w first, then y
+
+  kinds = (run_map_lib.RUN, run_map_lib.SEED, run_map_lib.SHARED)
+  out = {m: run_map_lib.map_runs(one, m, kinds, carry=(0,))(w, x, c)
+         for m in run_map_lib.RUN_MAPS}
+  want_y = np.einsum("sbi,sgi->sg", x, w["a"]) + 5 * c
+  for new_w, y in out.values():
+    np.testing.assert_allclose(new_w["a"], 2 * w["a"], rtol=1e-6)
+    np.testing.assert_allclose(y, want_y, rtol=1e-5)
+  with pytest.raises(ValueError, match="carry"):
+    run_map_lib.map_runs(one, "scan", kinds, carry=(1,))
+  with pytest.raises(ValueError, match="run_map"):
+    run_map_lib.map_runs(one, "pmap", kinds)
+
+
 def test_default_run_map():
-  assert step_lib.default_run_map("cnn", "cpu") == "scan"
-  assert step_lib.default_run_map("cnn", "gpu") == "vmap"
-  assert step_lib.default_run_map("mlp", "cpu") == "vmap"
+  cnn, mlp = models.is_convolutional("cnn"), models.is_convolutional("mlp")
+  assert cnn and not mlp
+  assert run_map_lib.default_run_map(cnn, "cpu") == "scan"
+  assert run_map_lib.default_run_map(cnn, "gpu") == "vmap"
+  assert run_map_lib.default_run_map(mlp, "cpu") == "vmap"
+  assert models.is_convolutional(tiny_model_cfg("cnn"))
 
 
 def _grads_close(f_custom, f_ref, *args, rtol=1e-5):

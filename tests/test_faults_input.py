@@ -4,28 +4,15 @@ One `error:` line naming the field, file or value, exit status 2, no
 traceback, nothing touched.
 """
 
-import gc
-import hashlib
-import json
-import logging
-import math
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import types
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax.run import checkpoint as ckpt_lib
 from mtljax import cli
 from mtljax import data as data_lib
+import mtljax.data.procedural  # noqa: F401 (data_lib.procedural)
 from mtljax.data import pipeline as pipeline_lib
 from tests.helpers import FakeSource
 from tests.faults import *  # noqa: F401,F403 pylint: disable=wildcard-import
@@ -183,7 +170,7 @@ def test_corrupt_or_missing_dataset_files(rel, in_process, finished, tmp_path,
 def test_dataset_with_a_label_outside_minus1_0_1(rel, in_process, tmp_path,
                                                  monkeypatch, capsys):
   # Build a real (tiny) dataset on disk whose train example 5 has label 2.
-  generate = data_lib.builders.scenes.generate_split
+  generate = data_lib.procedural.scenes.generate_split
 
   def bad_generate(seed, split, n, *args, **kwargs):
     for chunk, (images, labels) in enumerate(generate(seed, split, n, *args,
@@ -195,7 +182,7 @@ def test_dataset_with_a_label_outside_minus1_0_1(rel, in_process, tmp_path,
 
   data_dir = str(tmp_path / "tfds")
   with monkeypatch.context() as m:
-    m.setattr(data_lib.builders.scenes, "generate_split", bad_generate)
+    m.setattr(data_lib.procedural.scenes, "generate_split", bad_generate)
     data_lib.build("mtl_scenes", data_dir, SPLIT_SIZES, log=None)
 
   wd = tmp_path / "run"

@@ -9,30 +9,16 @@
   * two processes on loopback with jax.distributed (gloo) match one process.
 """
 
-import gc
-import hashlib
 import json
-import logging
-import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
-import types
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from mtljax.run import checkpoint as ckpt_lib
 from mtljax import cli
-from mtljax import data as data_lib
-from mtljax.data import pipeline as pipeline_lib
-from tests.helpers import FakeSource
 from tests.faults import *  # noqa: F401,F403 pylint: disable=wildcard-import
 
 # When a restore fails, orbax abandons the reads of the other arrays; Python

@@ -23,7 +23,6 @@ import pytest
 from mtljax.run import checkpoint as ckpt_lib
 from mtljax import cli
 from mtljax.run import writers
-from tests.faults import *  # noqa: F401,F403 pylint: disable=wildcard-import
 from tests.faults import _argv, _error_line, _runs, _snapshot, _steps
 from tests.faults import _assert_same_run, E1, TINY
 

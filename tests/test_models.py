@@ -12,8 +12,11 @@ from tests.helpers import tiny_model_cfg
 
 def test_mlp_logits_shape_and_param_counts():
   cfg = tiny_model_cfg("mlp", width=8, depth=2)
-  graphdef, params = models.create(cfg, (2, 2, 3), 4, jax.random.key(0))
-  logits = models.apply(graphdef, params, np.zeros((5, 2, 2, 3), np.float32))
+  graphdef, params, model_state = models.create(cfg, (2, 2, 3), 4,
+                                                jax.random.key(0))
+  assert model_state == {}  # no BatchNorm: nothing but parameters
+  logits, _ = models.apply(graphdef, params, model_state,
+                           np.zeros((5, 2, 2, 3), np.float32))
   assert logits.shape == (5, 4) and logits.dtype == np.float32
   encoder = (12 * 8 + 8) + (8 * 8 + 8)
   head = 8 + 1
@@ -28,10 +31,10 @@ def test_cnn_width_scales_channels():
   large = models.count_params(tiny_model_cfg("cnn", 8, 3), (8, 8, 3), 4)
   # Conv weights dominate and scale ~width^2.
   assert 3.0 < large / small < 4.2
-  graphdef, params = models.create(tiny_model_cfg("cnn", 4, 3), (8, 8, 3), 4,
-                                   jax.random.key(0))
-  assert models.apply(graphdef, params,
-                      np.zeros((3, 8, 8, 3), np.float32)).shape == (3, 4)
+  graphdef, params, model_state = models.create(
+      tiny_model_cfg("cnn", 4, 3), (8, 8, 3), 4, jax.random.key(0))
+  assert models.apply(graphdef, params, model_state,
+                      np.zeros((3, 8, 8, 3), np.float32))[0].shape == (3, 4)
 
 
 def test_programs_and_param_matched_width():
@@ -81,11 +84,13 @@ def test_lecun_normal_matches_jax_statistics(shape, axes, fan_in):
 
 def test_graphdef_matches_a_built_network():
   cfg = tiny_model_cfg("cnn", 4, 2)
-  graphdef, params = models.create(cfg, (8, 8, 3), 4, jax.random.key(0))
+  graphdef, params, model_state = models.create(cfg, (8, 8, 3), 4,
+                                                jax.random.key(0))
   abstract = models.graphdef(cfg, (8, 8, 3), 4)
   x = np.ones((2, 8, 8, 3), np.float32)
-  np.testing.assert_array_equal(models.apply(abstract, params, x),
-                                models.apply(graphdef, params, x))
+  np.testing.assert_array_equal(
+      models.apply(abstract, params, model_state, x)[0],
+      models.apply(graphdef, params, model_state, x)[0])
 
 
 def test_stl_tasks_limits_the_stl_networks():
@@ -123,9 +128,10 @@ def _np_cnn(params, x, pool):
 @pytest.mark.parametrize("pool", ["max", "avg"])
 def test_cnn_matches_a_numpy_reference(pool):
   cfg = tiny_model_cfg("cnn", 3, 2)
-  cfg.pool = pool
-  graphdef, params = models.create(cfg, (8, 8, 3), 4, jax.random.key(1))
+  cfg.encoder_kwargs = {"pool": pool}
+  graphdef, params, model_state = models.create(cfg, (8, 8, 3), 4,
+                                                jax.random.key(1))
   x = np.random.default_rng(0).normal(size=(5, 8, 8, 3)).astype(np.float32)
-  got = np.asarray(models.apply(graphdef, params, x))
+  got = np.asarray(models.apply(graphdef, params, model_state, x)[0])
   np.testing.assert_allclose(got, _np_cnn(params, x.astype(np.float64), pool),
                              rtol=1e-4, atol=1e-5)

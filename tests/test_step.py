@@ -30,7 +30,7 @@ def test_sharded_matches_single_device():
   s1, m1 = train(fn1, s1, specs, batches, mesh1)
   s8, m8 = train(fn8, s8, specs, batches, mesh8)
   np.testing.assert_allclose(m1[-1]["loss"], m8[-1]["loss"], atol=1e-5)
-  for a, b in zip(jax.tree.leaves(s1["params"]), jax.tree.leaves(s8["params"])):
+  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
     np.testing.assert_allclose(a, b, atol=1e-5)
   # The batch really was split over 8 devices.
   placed = parallel.global_batch(batches[0], mesh8)["image"]
@@ -50,7 +50,7 @@ def test_stl_network_ignores_other_tasks_labels():
   sb, _ = train(fn, state0, specs, changed, mesh)
   for g, group in enumerate(prog.groups):
     same = all(np.array_equal(a[:, g], b[:, g]) for a, b in
-               zip(jax.tree.leaves(sa["params"]), jax.tree.leaves(sb["params"])))
+               zip(jax.tree.leaves(sa.params), jax.tree.leaves(sb.params)))
     assert same == (group.tasks != [2]), (g, group)
 
 
@@ -61,7 +61,7 @@ def test_mtl_network_does_see_all_tasks():
   c["labels"][..., 2] = 1 - c["labels"][..., 2]
   sa, _ = train(fn, state0, specs, [b], mesh)
   sb, _ = train(fn, state0, specs, [c], mesh)
-  enc = lambda s: jax.tree.leaves(s["params"]["encoder"])[0]
+  enc = lambda s: jax.tree.leaves(s.params["encoder"])[0]
   assert not np.array_equal(enc(sa), enc(sb))
 
 
@@ -73,8 +73,8 @@ def test_vmapped_seeds_equal_one_by_one():
     _, fn1, st1, specs1, _ = setup(seeds=(seed,), lrs=(1e-2, 3e-3))
     one = [{k: v[s:s + 1] for k, v in b.items()} for b in batches]
     alone, _ = train(fn1, st1, specs1, one, mesh)
-    for a, b in zip(jax.tree.leaves(together["params"]),
-                    jax.tree.leaves(alone["params"])):
+    for a, b in zip(jax.tree.leaves(together.params),
+                    jax.tree.leaves(alone.params)):
       np.testing.assert_allclose(a[s], b[0], rtol=1e-6, atol=1e-7)
 
 
@@ -83,8 +83,8 @@ def test_rng_depends_only_on_seed_and_step():
   b = parallel.global_batch(fake_batch(0, 2, 8), mesh)
   a1, _ = fn(state, specs, b)
   a2, _ = fn(state, specs, b)
-  later, _ = fn(dict(state, step=state["step"] + 7), specs, b)
-  leaves = lambda s: jax.tree.leaves(s["params"])
+  later, _ = fn(state.replace(step=state.step + 7), specs, b)
+  leaves = lambda s: jax.tree.leaves(s.params)
   assert all(np.array_equal(x, y) for x, y in zip(leaves(a1), leaves(a2)))
   assert not all(np.array_equal(x, y) for x, y in zip(leaves(a1), leaves(later)))
 
@@ -96,7 +96,7 @@ def test_nonfinite_step_keeps_state_and_reports():
   new, m = fn(state, specs, parallel.global_batch(b, mesh))
   nonfinite = np.asarray(m["nonfinite"])
   assert nonfinite[1].all() and not nonfinite[0].any()
-  for a, o in zip(jax.tree.leaves(new["params"]), jax.tree.leaves(state["params"])):
+  for a, o in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(a[1], o[1])
     assert not np.array_equal(a[0], o[0])
 

@@ -6,9 +6,10 @@
 
 Equal tuning budget: every arm picks its learning rate from its own grid by
 the mean over seeds of the validation selection metric (results.json's
-`selection_metric`), and only then are test metrics read. An "mtl"-mode arm is
-one model, so it picks one rate by the mean over tasks; an "stl"-mode arm is T
-separate networks, so each task picks its own rate. Arms are compared with the
+`selection_metric`), and only then are test metrics read. Each network of an
+arm picks its rate by the mean over its own tasks: an "mtl" arm is one model
+(one rate), an "stl" arm is T networks (a rate per task), and a partition arm
+one rate per group (results.json's `groups`). Arms are compared with the
 baseline paired by seed (runs with one seed share data order and label masks),
 with Holm's correction across the tasks of a condition.
 """
@@ -27,9 +28,9 @@ from mtljax.tasks import metrics as metrics_lib
 from mtljax.analysis import report_sweeps
 from mtljax.analysis import stats
 # Re-exported: report.load_results, report.ReportError, report.SCHEMA_VERSION.
-from mtljax.analysis.report_load import load_results
+from mtljax.analysis.report_load import load_results  # noqa: F401 (re-exported)
 from mtljax.analysis.report_load import ReportError
-from mtljax.analysis.report_load import SCHEMA_VERSION
+from mtljax.analysis.report_load import SCHEMA_VERSION  # noqa: F401 (re-exported)
 from mtljax.analysis.report_md import markdown
 from mtljax.analysis.report_sweeps import sweep_axis  # re-exported: report.sweep_axis
 
@@ -96,7 +97,23 @@ def _where(source: str) -> str:
   return source
 
 
-def _select(runs: list[dict], tasks: list[str], sel: str, per_task: bool
+def _units(runs: list[dict], tasks: list[str]) -> list[list[str]]:
+  """The networks of an arm, as task lists: each picks its own rate.
+
+  MTL is one unit of every task, STL one per task, a partition one per
+  group (results.json's `groups`; older results only have `mode`). Tasks the
+  arm does not learn are units of their own, with no scores.
+  """
+  groups = runs[0].get("groups")
+  if groups is None:
+    return [[t] for t in tasks] if runs[0]["mode"] == "stl" else [tasks]
+  units = [[t for t in g if t in tasks] for g in groups]
+  units = [u for u in units if u]
+  learned = {t for u in units for t in u}
+  return units + [[t] for t in tasks if t not in learned]
+
+
+def _select(runs: list[dict], tasks: list[str], sel: str
             ) -> tuple[dict, dict]:
   """Chosen lr per task and the validation score of every (unit, lr).
 
@@ -105,7 +122,7 @@ def _select(runs: list[dict], tasks: list[str], sel: str, per_task: bool
   """
   sign = 1.0 if metrics_lib.HIGHER_IS_BETTER.get(sel, True) else -1.0
   lrs = sorted({r["learning_rate"] for r in runs})
-  units = [[t] for t in tasks] if per_task else [tasks]
+  units = _units(runs, tasks)
   chosen, scores = {}, {}
   for unit in units:
     rank, table = [], {}
@@ -118,7 +135,9 @@ def _select(runs: list[dict], tasks: list[str], sel: str, per_task: bool
       rank.append((n_nan, -sign * mean if not math.isnan(mean) else math.inf,
                    lr))
     best = min(rank)[2]
-    scores[unit[0] if per_task else "mean"] = table
+    key = ("mean" if len(unit) == len(tasks) and len(units) == 1
+           else "+".join(unit))
+    scores[key] = table
     chosen.update({t: best for t in unit})
   return chosen, scores
 
@@ -131,7 +150,7 @@ def _ci(values) -> dict:
 
 def _arm(runs: list[dict], tasks: list[str], sel: str, metric: str) -> dict:
   mode = runs[0]["mode"]
-  chosen, scores = _select(runs, tasks, sel, per_task=mode == "stl")
+  chosen, scores = _select(runs, tasks, sel)
   seeds = sorted({r["seed"] for r in runs})
   by_key = {(r["seed"], r["learning_rate"]): r for r in runs}
   # table[s, t]: test metric of seed s, task t at task t's chosen rate.
@@ -146,7 +165,7 @@ def _arm(runs: list[dict], tasks: list[str], sel: str, metric: str) -> dict:
       "mode": mode, "seeds": seeds, "n_seeds": len(seeds),
       "param_count": int(counts[0]) if counts else None,
       "lr": {"grid": sorted({r["learning_rate"] for r in runs}),
-             "per_task_selection": mode == "stl", "chosen": chosen,
+             "per_task_selection": mode != "mtl", "chosen": chosen,
              "val_score": scores},
       "test": {"per_task": {t: _ci(table[:, j]) for j, t in enumerate(tasks)},
                "mean": _ci([_nanmean(row) for row in table])},
@@ -189,13 +208,14 @@ def _compare(a: dict, b: dict, tasks: list[str], hib: bool) -> dict:
           "tasks": [tasks[j] for j in both], "verdict": _verdict(mean, hib)}
 
 
-def summarize(results: list[dict], metric: str = "auc",
+def summarize(results: list[dict], metric: str | None = None,
               baseline: str = "stl") -> dict:
   """Per-condition test metrics with CIs and paired comparisons (JSON-safe).
 
   Args:
     results: dicts from `load_results` (or `train_and_evaluate`).
-    metric: the reported test metric, one of metrics.METRICS.
+    metric: the reported test metric, one of metrics.METRICS; None: the
+      runs' selection metric (the task type's primary metric by default).
     baseline: the arm every other arm is compared with, paired by seed.
 
   Returns:
@@ -219,10 +239,12 @@ def summarize(results: list[dict], metric: str = "auc",
       a condition, or one (arm, seed, lr) run twice in a condition (e.g. a
       workdir and its copy), naming both places.
   """
-  if metric not in metrics_lib.METRICS:
-    raise ReportError(f"metric {metric!r} is not one of {metrics_lib.METRICS}")
   if not results:
     raise ReportError("no results to summarize")
+  if metric is None:
+    metric = results[0].get("selection_metric") or "auc"
+  if metric not in metrics_lib.METRICS:
+    raise ReportError(f"metric {metric!r} is not one of {metrics_lib.METRICS}")
   by_exp: dict[str, list] = {}
   for g in _group(results):
     by_exp.setdefault(g["experiment"], []).append(g)
@@ -327,14 +349,15 @@ def _prepare_out_dir(out_dir: str) -> None:
                       f"({e.strerror or e})") from e
 
 
-def write_report(results: list[dict], out_dir: str, metric: str = "auc",
+def write_report(results: list[dict], out_dir: str,
+                 metric: str | None = None,
                  baseline: str = "stl", title: str | None = None) -> dict:
   """Writes out_dir/report.md, report.json and PNG plots (out_dir/plots).
 
   Args:
     results: dicts from `load_results`.
     out_dir: output directory (created if needed).
-    metric: the reported test metric.
+    metric: the reported test metric (None: the runs' selection metric).
     baseline: the arm that the others are compared with.
     title: the report's heading; default from the experiment names.
 

@@ -24,25 +24,28 @@ from typing import Any, Sequence
 import numpy as np
 
 from mtljax import models
+from mtljax import config as config_lib
 from mtljax.config import ConfigError
 
 # Order defines the integer code a run's spec carries (see step.py).
-MISSING_POLICIES = ("mask", "negative", "drop")
+MISSING_POLICIES = config_lib.MISSING_POLICIES
 
 
 @dataclasses.dataclass(frozen=True)
 class Group:
   """One network's role: the arm it belongs to and the tasks it learns.
 
+  An *arm* is a partition of (some of) the tasks into groups, one network
+  per group: MTL is one group of all tasks, STL one group per task, and any
+  other partition (`config.partitions`) is the same mechanism.
+
   Attributes:
     arm: results label, e.g. "mtl", "stl", "stl_matched" (+ config suffix).
-    mode: "mtl" or "stl".
     task_mask: [T] tuple of 0/1.
     learning_rate: this run's (peak) learning rate.
-    missing_policy: how the run treats "?" labels (step.MISSING_POLICIES).
+    missing_policy: how the run treats "?" labels (config.MISSING_POLICIES).
   """
   arm: str
-  mode: str
   task_mask: tuple
   learning_rate: float
   missing_policy: str = "mask"
@@ -50,6 +53,20 @@ class Group:
   @property
   def tasks(self) -> list[int]:
     return [t for t, m in enumerate(self.task_mask) if m]
+
+  @property
+  def mode(self) -> str:
+    """"mtl" (every task), "stl" (one task) or "group" (some tasks)."""
+    n = len(self.tasks)
+    return ("mtl" if n == len(self.task_mask) else "stl" if n == 1
+            else "group")
+
+
+def arm_mode(groups: Sequence[Group]) -> str:
+  """An arm's kind, for results: "mtl", "stl" or "partition"."""
+  if len(groups) == 1 and groups[0].mode == "mtl":
+    return "mtl"
+  return "stl" if all(g.mode == "stl" for g in groups) else "partition"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,18 +94,23 @@ class Program:
             "missing_policy": np.broadcast_to(policy, (s, g)).copy()}
 
 
-def _groups(arm: str, mode: str, num_tasks: int, lrs, policies,
-            stl_tasks=()) -> list[Group]:
-  if mode == "mtl":
-    masks = [(1,) * num_tasks]
-  else:
-    masks = [tuple(int(t == k) for t in range(num_tasks))
-             for k in (stl_tasks or range(num_tasks))]
+def _groups(arm: str, partition, num_tasks: int, lrs, policies
+            ) -> list[Group]:
+  """An arm's groups: one per (task group, learning rate, missing policy)."""
+  masks = [tuple(int(t in part) for t in range(num_tasks))
+           for part in partition]
   out = []
   for policy in policies:
     name = arm if policy == "mask" else f"{arm}_{policy}"
-    out += [Group(name, mode, m, float(lr), policy) for m in masks for lr in lrs]
+    out += [Group(name, m, float(lr), policy) for m in masks for lr in lrs]
   return out
+
+
+def partition_of(mode: str, num_tasks: int, stl_tasks=()) -> list[tuple]:
+  """The task partition of a named arm: MTL one group, STL one per task."""
+  if mode == "mtl":
+    return [tuple(range(num_tasks))]
+  return [(k,) for k in (stl_tasks or range(num_tasks))]
 
 
 def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
@@ -100,9 +122,9 @@ def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
     num_tasks: T.
 
   Returns:
-    Programs in a fixed order; "mtl" and "stl" share the config's width (one
-    program), "stl_matched" gets the width whose T networks together have
-    about as many parameters as one MTL network.
+    Programs in a fixed order; "mtl", "stl" and `config.partitions` share
+    the config's width (one program), "stl_matched" gets the width whose T
+    networks together have about as many parameters as one MTL network.
   """
   lrs = config.optimizer.learning_rates
   stl_tasks = tuple(config.get("stl_tasks", ()))
@@ -111,16 +133,20 @@ def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
     raise ConfigError(f"config.stl_tasks={stl_tasks!r}: task index {bad[0]} "
                       f"is out of range for a dataset with {num_tasks} tasks")
   by_width: dict[int, list[Group]] = {}
+  policies = config.loss.missing_policies
+  arms = []
   for mode in config.modes:
-    arm = mode + config.arm_suffix
-    policies = config.loss.missing_policies
-    if mode == "stl_matched":
-      width = models.matched_stl_width(config.model, image_shape, num_tasks)
-      groups = _groups(arm, "stl", num_tasks, lrs, policies, stl_tasks)
-    else:
-      width = config.model.width
-      groups = _groups(arm, mode, num_tasks, lrs, policies, stl_tasks)
-    by_width.setdefault(width, []).extend(groups)
+    width = (models.matched_stl_width(config.model, image_shape, num_tasks)
+             if mode == "stl_matched" else config.model.width)
+    arms.append((mode + config.arm_suffix, width,
+                 partition_of("mtl" if mode == "mtl" else "stl", num_tasks,
+                              stl_tasks)))
+  for name, parts in config.get("partitions", ()):
+    arms.append((name + config.arm_suffix, config.model.width,
+                 [tuple(p) for p in parts]))
+  for arm, width, partition in arms:
+    by_width.setdefault(width, []).extend(
+        _groups(arm, partition, num_tasks, lrs, policies))
   programs = []
   for width, groups in by_width.items():
     model_cfg = config.model.copy_and_resolve_references()

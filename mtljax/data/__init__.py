@@ -14,6 +14,8 @@ the shuffle test, `pipeline` reads the splits and feeds training.
 
 from mtljax.data.builders import build
 from mtljax.data.builders import DATASET_NAMES
+from mtljax.data.builders import dataset_names
+from mtljax.data.builders import DatasetEntry
 from mtljax.data.builders import DataError
 from mtljax.data.builders import dataset_spec
 from mtljax.data.builders import DatasetSpec
@@ -25,7 +27,7 @@ from mtljax.data.pipeline import normalize
 from mtljax.data.pipeline import TrainPipeline
 
 __all__ = [
-    "DATASET_NAMES", "DatasetSpec", "DataError", "dataset_spec", "build",
+    "DATASET_NAMES", "dataset_names", "DatasetEntry", "DatasetSpec", "DataError", "dataset_spec", "build",
     "is_built", "resolve_data_dir", "TrainPipeline", "load_split",
     "eval_arrays", "normalize",
 ]

@@ -40,78 +40,50 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import inspect
 import io
-import json
 import logging
 import os
-import re
-import tempfile
 import time
 from typing import Callable, Mapping, Sequence
 
 from absl import logging as absl_logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
 from mtljax import errors
-from mtljax.data import digits
-from mtljax.data import scenes
+from mtljax import registry
+from mtljax.data import checksums
+from mtljax.data import procedural
+from mtljax.data.specs import DatasetEntry
+from mtljax.data.specs import DatasetSpec
 
 
 DataError = errors.DataError
+SPLITS = checksums.SPLITS
+error_text = checksums.error_text
+CHECKSUMS_FILENAME = checksums.CHECKSUMS_FILENAME
+write_checksums = checksums.write_checksums
+verify_split = checksums.verify_split
+DATA_SEED = procedural.DATA_SEED
+# The built-in builders, importable from here as before.
+MtlScenes = procedural.MtlScenes
+DigitsMultilabel = procedural.DigitsMultilabel
+ProceduralConfig = procedural.ProceduralConfig
 
 
-DATASET_NAMES = ("mtl_scenes", "mtl_scenes/large", "mtl_scenes/unrelated",
-                 "digits_multilabel")
-SPLITS = ("train", "validation", "test")
 # The seed of the stored data (not of a run): every build is the same dataset.
-DATA_SEED = 0
-_SALT_MISSING = 0x6D69_7373  # "miss": keeps the missing-label draws apart.
-# In each build directory: {split: {"sha256", "num_examples", "files"}}.
-CHECKSUMS_FILENAME = "mtljax_checksums.json"
-_HASH_BLOCK = 1 << 20
 
 # Not `log`: `build` takes a `log` callable.
 _logger = logging.getLogger("mtljax")
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-  """What a dataset looks like, known without building it.
-
-  Attributes:
-    name: canonical dataset name, one of `DATASET_NAMES`.
-    task_names: the tasks, in label-column order.
-    image_shape: (H, W, C) of the uint8 images.
-    split_sizes: {"train": n, "validation": n, "test": n}.
-  """
-
-  name: str
-  task_names: tuple[str, ...]
-  image_shape: tuple[int, int, int]
-  split_sizes: dict[str, int]
-
-  @property
-  def num_tasks(self) -> int:
-    return len(self.task_names)
+def dataset_names() -> tuple[str, ...]:
+  """Every registered dataset (built-in first, then users')."""
+  return registry.DATASETS.names()
 
 
-# name -> (builder family, base config, task names, image shape, default sizes)
-_CATALOG = {
-    "mtl_scenes": ("mtl_scenes", "default", scenes.TASK_NAMES, (32, 32, 3),
-                   (50000, 5000, 10000)),
-    "mtl_scenes/large": ("mtl_scenes", "large", scenes.TASK_NAMES, (64, 64, 3),
-                         (50000, 5000, 10000)),
-    "mtl_scenes/unrelated": ("mtl_scenes", "unrelated", scenes.TASK_NAMES,
-                             (32, 32, 3), (50000, 5000, 10000)),
-    "digits_multilabel": ("digits_multilabel", "default", digits.TASK_NAMES,
-                          digits.IMAGE_SHAPE, (20000, 4000, 4000)),
-}
-_ALIASES = {"mtl_scenes/default": "mtl_scenes",
-            "digits_multilabel/default": "digits_multilabel"}
+def _entry(name: str) -> DatasetEntry:
+  return registry.DATASETS.get(canonical_name(name))
 
 
 def canonical_name(name: str) -> str:
@@ -120,16 +92,18 @@ def canonical_name(name: str) -> str:
   Raises:
     DataError: the name is not a known dataset.
   """
-  name = _ALIASES.get(name, name) if isinstance(name, str) else name
-  if name not in _CATALOG:
-    raise DataError(f"unknown dataset {name!r}; valid datasets: "
-                    f"{', '.join(DATASET_NAMES)}")
-  return name
+  if isinstance(name, str) and name in registry.DATASETS:
+    return name
+  for n in registry.DATASETS.names():
+    if name in registry.DATASETS.get(n).aliases:
+      return n
+  raise DataError(f"unknown dataset {name!r}; valid datasets: "
+                  f"{', '.join(dataset_names())}")
 
 
 def _split_sizes(name: str, split_sizes) -> tuple[int, int, int]:
   """Normalises None / a {split: n} mapping / a 3-sequence to (tr, va, te)."""
-  default = _CATALOG[name][4]
+  default = tuple(_entry(name).split_sizes)
   if split_sizes is None:
     return default
   if not isinstance(split_sizes, (Mapping, Sequence, np.ndarray)) or isinstance(
@@ -179,11 +153,13 @@ def _check_missing_rate(missing_rate) -> float:
 def dataset_spec(name: str, split_sizes=None) -> DatasetSpec:
   """The spec of a dataset (with the given or default split sizes); no I/O."""
   name = canonical_name(name)
-  _, _, tasks, shape, _ = _CATALOG[name]
+  entry = _entry(name)
   sizes = _split_sizes(name, split_sizes)
-  return DatasetSpec(name=name, task_names=tuple(tasks),
-                     image_shape=tuple(shape),
-                     split_sizes=dict(zip(SPLITS, sizes)))
+  return DatasetSpec(name=name, task_names=tuple(entry.task_names),
+                     image_shape=tuple(entry.image_shape),
+                     split_sizes=dict(zip(SPLITS, sizes)),
+                     task_types=tuple(entry.task_types or (
+                         ("binary",) * len(entry.task_names))))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:
@@ -221,144 +197,8 @@ def _check_dir(path: str | os.PathLike, write: bool) -> None:
                     "TFDS_DATA_DIR")
 
 
-_GPATH_REPR = re.compile(r"\b\w*GPath\((['\"])(.*?)\1\)")
-
-
-def error_text(e: BaseException) -> str:
-  """The first line of an exception's message (at most 300 characters).
-
-  For quoting a library's error inside ours: TFDS and etils often format paths
-  as "PosixGPath('...')", which is rewritten to the plain path.
-  """
-  text = _GPATH_REPR.sub(r"\2", str(e).strip())
-  return (text.splitlines() or [""])[0][:300].rstrip(".")
-
-
-# --------------------------------------------------------------- builders.
-
-
-@dataclasses.dataclass(eq=False)
-class ProceduralConfig(tfds.core.BuilderConfig):
-  """Builder config: which generator, split sizes and missing-label rate."""
-
-  mode: str = "shared"
-  size: int = 32
-  split_sizes: tuple[int, int, int] = (50000, 5000, 10000)
-  missing_rate: float = 0.0
-
-
-class _ProceduralBuilder(tfds.core.GeneratorBasedBuilder,
-                         skip_registration=True):
-  """Shared writer: chunked generation, optional missing labels, ArrayRecord."""
-
-  VERSION = tfds.core.Version("1.1.0")
-  RELEASE_NOTES = {
-      "1.0.0": "Initial release.",
-      "1.1.0": "mtl_scenes: pedestrians (and the people-like distractors) "
-               "drawn ~2.2x larger; at 1.0.0 the pedestrian task was near "
-               "chance even with the whole training split.",
-  }
-  TASK_NAMES: tuple[str, ...] = ()
-  CHUNK_SIZE = 1000  # The generator's chunk size (for prefix stability).
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS's default locates the module via `importlib_resources`, an optional
-    # dependency of etils that may be missing; the plain file path is enough
-    # (it is only used to look for a download checksums file, which we lack).
-    return epath.Path(inspect.getfile(cls))
-
-  def _image_shape(self) -> tuple[int, int, int]:
-    raise NotImplementedError
-
-  def _chunks(self, split: str, num_examples: int):
-    raise NotImplementedError
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=(self.builder_config.description or self.__doc__),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=self._image_shape(),
-                                          dtype=np.uint8),
-            "labels": tfds.features.Tensor(shape=(len(self.TASK_NAMES),),
-                                           dtype=np.int8),
-            "index": tfds.features.Scalar(dtype=np.int64),
-        }),
-        # Record i must be example i: prefix stability and the `index` check
-        # on load rely on it, and the training order is shuffled by grain.
-        disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(task_names=list(self.TASK_NAMES)),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Everything is generated locally.
-    sizes = dict(zip(SPLITS, self.builder_config.split_sizes))
-    return {s: self._generate_examples(s, n) for s, n in sizes.items()}
-
-  def _generate_examples(self, split: str, num_examples: int):
-    rate = self.builder_config.missing_rate
-    index = 0
-    for chunk, (images, labels) in enumerate(self._chunks(split,
-                                                          num_examples)):
-      if rate > 0:
-        # Drawn for a full chunk, then truncated: prefix-stable like the data.
-        rng = np.random.default_rng(
-            [DATA_SEED, SPLITS.index(split), chunk, _SALT_MISSING])
-        missing = rng.random((self.CHUNK_SIZE, labels.shape[1])) < rate
-        labels = np.where(missing[:len(labels)], -1, labels).astype(np.int8)
-      for image, label in zip(images, labels):
-        yield index, {"image": image, "labels": label, "index": index}
-        index += 1
-
-
-def _config(name: str, description: str, **kw) -> ProceduralConfig:
-  return ProceduralConfig(name=name, description=description, **kw)
-
-
-class MtlScenes(_ProceduralBuilder):
-  """Procedural street scenes with four binary object-presence tasks."""
-
-  TASK_NAMES = scenes.TASK_NAMES
-  CHUNK_SIZE = scenes.CHUNK_SIZE
-  BUILDER_CONFIGS = [
-      _config("default", "32x32 street scenes, related tasks.", mode="shared",
-              size=32),
-      _config("large", "64x64 street scenes, related tasks.", mode="shared",
-              size=64),
-      _config("unrelated", "32x32 control: four tasks with disjoint cues.",
-              mode="unrelated", size=32),
-  ]
-
-  def _image_shape(self):
-    return (self.builder_config.size, self.builder_config.size, 3)
-
-  def _chunks(self, split, num_examples):
-    params = scenes.SceneParams(size=self.builder_config.size)
-    return scenes.generate_split(DATA_SEED, split, num_examples,
-                                 self.builder_config.mode, params)
-
-
-class DigitsMultilabel(_ProceduralBuilder):
-  """24x24 canvases of 1-3 sklearn digits; ten digit-presence tasks."""
-
-  TASK_NAMES = digits.TASK_NAMES
-  CHUNK_SIZE = digits.CHUNK_SIZE
-  BUILDER_CONFIGS = [
-      _config("default", "1-3 digits per 24x24 canvas, disjoint source pools.",
-              mode="digits", size=digits.CANVAS_SIZE,
-              split_sizes=(20000, 4000, 4000)),
-  ]
-
-  def _image_shape(self):
-    return digits.IMAGE_SHAPE
-
-  def _chunks(self, split, num_examples):
-    return digits.generate_split(DATA_SEED, split, num_examples)
-
-
-_BUILDERS = {"mtl_scenes": MtlScenes, "digits_multilabel": DigitsMultilabel}
+# The built-in datasets (dataset_names() also lists users').
+DATASET_NAMES = registry.DATASETS.names()
 
 
 def _rate_tag(rate: float) -> str:
@@ -380,10 +220,10 @@ def get_builder(name: str, data_dir=None, split_sizes=None,
     DataError: unknown name, bad sizes or rate, unusable data dir.
   """
   name = canonical_name(name)
-  family, base, _, _, default = _CATALOG[name]
+  entry = _entry(name)
+  base, default, cls = entry.config, tuple(entry.split_sizes), entry.builder
   sizes = _split_sizes(name, split_sizes)
   rate = _check_missing_rate(missing_rate)
-  cls = _BUILDERS[family]
   config = {c.name: c for c in cls.BUILDER_CONFIGS}[base]
   if sizes != default or rate > 0:
     # A distinct config name gives these sizes their own directory.
@@ -535,137 +375,6 @@ def build(name: str, data_dir=None, split_sizes=None,
   return spec
 
 
-# -------------------------------------------------------------- checksums.
-
-# (path, inode, mtime_ns, size) of each file of a split -> sha256 of their
-# bytes: reading the same unchanged split again in this process needs no
-# rehash (a swap or rewrite changes the inode or the mtime).
-_DIGESTS: dict[tuple, str] = {}
-
-
-def _split_files(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
-  """The split's shard file names, in shard order (from dataset_info.json)."""
-  return list(builder.info.splits[split].filenames)
-
-
-def _digest(directory: str, files: Sequence[str]) -> str:
-  """sha256 over the bytes of `files` (in `directory`), in order; cached.
-
-  Raises:
-    OSError: a file is missing or unreadable.
-  """
-  paths = [os.path.join(directory, f) for f in files]
-  key = tuple((p, st.st_ino, st.st_mtime_ns, st.st_size)
-              for p, st in ((p, os.stat(p)) for p in paths))
-  digest = _DIGESTS.get(key)
-  if digest is None:
-    h = hashlib.sha256()
-    for path in paths:
-      with open(path, "rb") as f:
-        while block := f.read(_HASH_BLOCK):
-          h.update(block)
-    digest = _DIGESTS[key] = h.hexdigest()
-  return digest
-
-
-def _split_record(builder: tfds.core.DatasetBuilder, split: str) -> dict:
-  files = _split_files(builder, split)
-  return {"sha256": _digest(os.fspath(builder.data_dir), files),
-          "num_examples": int(builder.info.splits[split].num_examples),
-          "files": files}
-
-
-def write_checksums(builder: tfds.core.DatasetBuilder) -> dict:
-  """Records the checksum of every split of a finished build; returns them.
-
-  Writes `<builder.data_dir>/mtljax_checksums.json` = {split: {"sha256",
-  "num_examples", "files"}}, atomically (a temporary file, then
-  `os.replace`): a reader never sees half a file.
-
-  Raises:
-    OSError: a split file is unreadable, or the directory is not writable.
-  """
-  directory = os.fspath(builder.data_dir)
-  record = {s: _split_record(builder, s) for s in SPLITS}
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{CHECKSUMS_FILENAME}.",
-                             suffix=".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(record, f, indent=1, sort_keys=True)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(directory, CHECKSUMS_FILENAME))
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
-  return record
-
-
-def verify_split(builder: tfds.core.DatasetBuilder, split: str,
-                 where: str) -> None:
-  """Checks a split's files against the checksum recorded when it was built.
-
-  The checksum is a sha256 over the split's shard files, in shard order, so a
-  damaged file, or the files of two splits swapped (same names, same number
-  of records, other content), is caught. Unchanged files are hashed once per
-  process (see `_DIGESTS`).
-
-  Trust on first use: a build made before checksums were recorded has no
-  checksum file. Its checksums are then computed from the files as they are
-  and written (when the directory is writable), and later reads are checked
-  against them; this first read is not checked.
-
-  Args:
-    builder: the builder of a prepared (built) dataset.
-    split: one of `SPLITS`.
-    where: what is being read (dataset, split, directory), for the message.
-
-  Raises:
-    DataError: the files differ from the recorded checksum, or the checksum
-      file is unreadable.
-    OSError: a file of the split is missing or unreadable.
-  """
-  directory = os.fspath(builder.data_dir)
-  path = os.path.join(directory, CHECKSUMS_FILENAME)
-  fix = (f"the build is corrupt or incomplete, or its files were changed: "
-         f"delete {directory} and it is rebuilt on first use")
-  try:
-    with open(path, encoding="utf-8") as f:
-      recorded = json.load(f)
-  except FileNotFoundError:
-    recorded = None
-  except (OSError, ValueError) as e:
-    raise DataError(f"{where}: cannot read its checksums, {path}: "
-                    f"{type(e).__name__}: {error_text(e)}; {fix}") from e
-  if recorded is None:
-    _split_record(builder, split)  # This split's files must at least exist.
-    try:
-      write_checksums(builder)
-    except OSError as e:  # E.g. a read-only data dir: still usable.
-      _logger.warning("could not record the checksums of %s: %s", directory,
-                      error_text(e))
-    return
-  entry = recorded.get(split) if isinstance(recorded, dict) else None
-  if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)):
-    raise DataError(f"{where}: {path} holds no checksum for split "
-                    f"{split!r}; {fix}")
-  files = _split_files(builder, split)
-  num_examples = int(builder.info.splits[split].num_examples)
-  if entry.get("files") != files or entry.get("num_examples") != num_examples:
-    raise DataError(f"{where}: dataset_info.json lists {num_examples} "
-                    f"examples in {', '.join(files)}, but it was built with "
-                    f"{entry.get('num_examples')} in "
-                    f"{', '.join(map(str, entry.get('files') or ()))}; {fix}")
-  digest = _digest(directory, files)
-  if digest != entry["sha256"]:
-    raise DataError(f"{where}: the sha256 of {', '.join(files)} does not "
-                    f"match the checksum recorded at build time in "
-                    f"{CHECKSUMS_FILENAME} (e.g. a damaged file, or the "
-                    f"files of two splits swapped); {fix}")
-
-
 def list_datasets() -> Sequence[DatasetSpec]:
   """Specs of all datasets at their default sizes (for `mtljax data list`)."""
-  return [dataset_spec(n) for n in DATASET_NAMES]
+  return [dataset_spec(n) for n in dataset_names()]

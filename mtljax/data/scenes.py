@@ -1,6 +1,6 @@
 """Vectorised numpy renderer for the procedural `mtl_scenes` street scenes.
 
-Each image is a small RGB street scene with four binary tasks (the seed
+Each image is a small RGB street scene with four binary tasks (the
 lecture's self-driving example): pedestrian, car, stop_sign, traffic_light.
 Objects are drawn as anti-aliased signed-distance shapes on a whole batch of
 images at once: every per-image parameter is an array of shape (N, 1, 1) that

@@ -3,8 +3,11 @@
     enc = MLPEncoder(in_shape=(32, 32, 3), width=64, depth=2, rngs=nnx.Rngs(0))
     feats = enc(images)            # [B, enc.out_features]
 
-Adding an encoder: write a `nnx.Module` with `out_features` and
-`__call__(x, *, rng=None, deterministic=True)` and add one line to ENCODERS.
+Adding an encoder: write a `nnx.Module` whose `__init__(in_shape, *, width,
+depth, dropout, dtype, rngs, **its own settings)` sets `out_features`, with
+`__call__(x, *, rng=None, deterministic=True)` and a class attribute
+`convolutional`, and register it: `registry.ENCODERS.register("name", cls)`.
+Its own settings come from `config.model.encoder_kwargs` (docs/EXTENDING.md).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from mtljax import registry
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -171,6 +176,8 @@ def _dense(n_in, n_out, dtype, rngs):
 class MLPEncoder(nnx.Module):
   """Flatten → depth × [Dense(width) → ReLU]."""
 
+  convolutional = False  # the run map: "vmap" everywhere (run_map.py)
+
   def __init__(self, in_shape, *, width: int, depth: int = 2,
                dropout: float = 0.0, dtype=jnp.float32, rngs: nnx.Rngs):
     n_in = math.prod(in_shape)
@@ -203,36 +210,52 @@ def _pool2x2(x, pool: str):
 
 
 class CNNEncoder(nnx.Module):
-  """depth × [Conv3x3(width·2^i) → ReLU → 2×2 pool] → global pool.
+  """depth × [Conv3x3(width·2^i) → (BN) → ReLU → 2×2 pool] → global pool.
 
   Channels scale linearly with `width`, so parameters scale ~width².
   `pool` is "max" or "avg", for both the 2×2 and the global pooling. Max
   pooling answers "is this feature present anywhere", which is what a
   presence label asks; an average dilutes a small object's evidence by the
-  image area.
+  image area. `norm` is "none" or "batch" (an nnx.BatchNorm after each
+  convolution, whose running statistics are the model state: batch
+  statistics in training, running ones in evaluation).
   """
 
+  # On XLA:CPU vmapped convolutions are slow: "auto" scans the runs there.
+  convolutional = True
+
   def __init__(self, in_shape, *, width: int, depth: int = 3,
-               dropout: float = 0.0, pool: str = "max", dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               dropout: float = 0.0, pool: str = "max", norm: str = "none",
+               dtype=jnp.float32, rngs: nnx.Rngs):
     if pool not in ("max", "avg"):
       raise ValueError(f"pool must be 'max' or 'avg'; got {pool!r}")
+    if norm not in ("none", "batch"):
+      raise ValueError(f"norm must be 'none' or 'batch'; got {norm!r}")
     self.pool = pool
     c_in = in_shape[-1]
     self.convs = nnx.List()
+    self.norms = nnx.List() if norm == "batch" else None
     for i in range(depth):
       c_out = width * 2**i
+      # No conv bias before a BatchNorm: the mean subtraction cancels it, so
+      # it would get zero gradient and only inflate the parameter count.
       self.convs.append(nnx.Conv(c_in, c_out, (3, 3), dtype=dtype,
+                                 use_bias=self.norms is None,
                                  conv_general_dilated=_conv_general_dilated,
                                  kernel_init=lecun_normal(),
                                  rngs=rngs))
+      if self.norms is not None:
+        self.norms.append(nnx.BatchNorm(c_out, dtype=dtype, rngs=rngs))
       c_in = c_out
     self.dropout = nnx.Dropout(dropout) if dropout > 0 else None
     self.out_features = c_in
 
   def __call__(self, x, *, rng=None, deterministic=True):
-    for conv in self.convs:
-      x = jax.nn.relu(conv(x))
+    for i, conv in enumerate(self.convs):
+      x = conv(x)
+      if self.norms is not None:
+        x = self.norms[i](x, use_running_average=deterministic)
+      x = jax.nn.relu(x)
       if x.shape[1] >= 2 and x.shape[2] >= 2:
         x = _pool2x2(x, self.pool)
     x = jnp.max(x, axis=(1, 2)) if self.pool == "max" else x.mean(axis=(1, 2))
@@ -241,4 +264,7 @@ class CNNEncoder(nnx.Module):
     return x
 
 
-ENCODERS = {"mlp": MLPEncoder, "cnn": CNNEncoder}
+# One line per encoder (see mtljax/registry.py); a user's registers the same way.
+ENCODERS = registry.ENCODERS
+ENCODERS.register("mlp", MLPEncoder)
+ENCODERS.register("cnn", CNNEncoder)

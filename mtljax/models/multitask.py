@@ -7,11 +7,13 @@ outside a run's group receive exactly zero gradient and are excluded from its
 parameter count, so an STL run *is* an independent single-task network.
 
     net = MultiTaskNet(model_cfg, image_shape, num_tasks, rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(net, nnx.Param)
-    logits = apply(graphdef, params, images)          # [B, T]
+    graphdef, params, model_state = create(model_cfg, image_shape, T, key)
+    logits, model_state = apply(graphdef, params, model_state, images)  # [B, T]
 
-The pure `apply(graphdef, params, x)` is what the train step vmaps over runs
-and jit-shards over devices (the Flax gemma example's split/merge form).
+The pure `apply(graphdef, params, model_state, x)` is what the train step
+maps over runs and jit-shards over devices (the Flax gemma example's
+split/merge form). `model_state` holds every variable that is not an
+nnx.Param (BatchNorm's running statistics); it is {} for most networks.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mtljax.models.encoders import ENCODERS, lecun_normal
+from mtljax import config as config_lib
+from mtljax import registry
+from mtljax.models.encoders import lecun_normal
 
 
 class MultiTaskNet(nnx.Module):
@@ -32,14 +36,12 @@ class MultiTaskNet(nnx.Module):
 
   def __init__(self, *, encoder: str, width: int, depth: int, num_tasks: int,
                image_shape, head_hidden: int = 0, dropout: float = 0.0,
-               pool: str = "max", dtype=jnp.float32, rngs: nnx.Rngs):
-    if encoder not in ENCODERS:
-      raise ValueError(f"model.encoder must be one of {sorted(ENCODERS)}; got "
-                       f"{encoder!r}")
-    extra = {"pool": pool} if encoder == "cnn" else {}
-    self.encoder = ENCODERS[encoder](
+               encoder_kwargs: dict | None = None, dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    # The registry's get() names the field and the registered choices.
+    self.encoder = registry.ENCODERS.get(encoder)(
         tuple(image_shape), width=width, depth=depth, dropout=dropout,
-        dtype=dtype, rngs=rngs, **extra)
+        dtype=dtype, rngs=rngs, **(encoder_kwargs or {}))
     feat = self.encoder.out_features
     self.num_tasks = num_tasks
     self.head_hidden = head_hidden
@@ -54,6 +56,16 @@ class MultiTaskNet(nnx.Module):
     self.out_w = nnx.Param(init(rngs.params(), (num_tasks, feat)))
     self.out_b = nnx.Param(jnp.zeros((num_tasks,)))
     self.dtype = dtype
+
+  @staticmethod
+  def task_axis(path: tuple[str, ...]) -> int | None:
+    """The task axis of the parameter at `path`, or None if it is shared.
+
+    How parameter counts (and, later, aggregators) tell a run's shared
+    parameters from each task's own: the heads are stacked on axis 0, and
+    every other parameter (the encoder) is shared by the tasks of a group.
+    """
+    return 0 if path and path[0] in _HEAD_PARAMS else None
 
   def __call__(self, x, *, rng=None, deterministic=True):
     h = self.encoder(x.astype(self.dtype), rng=rng, deterministic=deterministic)
@@ -79,23 +91,25 @@ def create(model_cfg: Any, image_shape, num_tasks: int, key: jax.Array):
     key: PRNG key for the initial parameters.
 
   Returns:
-    (graphdef, params): the static structure and the parameters as a nested
-    dict of arrays.
+    (graphdef, params, model_state): the static structure, the parameters
+    and every other variable (e.g. nnx.BatchStat; {} if there is none), each
+    as a nested dict of arrays.
   """
-  graphdef, state = nnx.split(_build(model_cfg, image_shape, num_tasks, key),
-                             nnx.Param)
-  # A plain nested dict of arrays: the friendliest pytree for optax, vmap,
-  # shardings and orbax. nnx.merge accepts it back directly.
-  return graphdef, nnx.to_pure_dict(state)
+  graphdef, params, model_state = nnx.split(
+      _build(model_cfg, image_shape, num_tasks, key), nnx.Param, ...)
+  # Plain nested dicts of arrays: the friendliest pytrees for optax, vmap,
+  # shardings and orbax. nnx.merge accepts them back directly.
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(model_state)
 
 
 def _build(model_cfg: Any, image_shape, num_tasks: int, key) -> MultiTaskNet:
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg.dtype]
-  return MultiTaskNet(
+  return registry.ARCHITECTURES.get(model_cfg.get("arch", "hps"))(
       encoder=model_cfg.encoder, width=model_cfg.width, depth=model_cfg.depth,
       num_tasks=num_tasks, image_shape=image_shape,
       head_hidden=model_cfg.head_hidden, dropout=model_cfg.dropout,
-      pool=model_cfg.get("pool", "max"), dtype=dtype, rngs=nnx.Rngs(params=key))
+      encoder_kwargs=config_lib.to_dict(model_cfg.get("encoder_kwargs", {})),
+      dtype=dtype, rngs=nnx.Rngs(params=key))
 
 
 def graphdef(model_cfg: Any, image_shape, num_tasks: int):
@@ -107,35 +121,67 @@ def graphdef(model_cfg: Any, image_shape, num_tasks: int):
   """
   abstract = nnx.eval_shape(
       lambda: _build(model_cfg, image_shape, num_tasks, jax.random.key(0)))
-  return nnx.split(abstract, nnx.Param)[0]
+  # The same filters as create's split, so that the two graphdefs agree.
+  return nnx.split(abstract, nnx.Param, ...)[0]
 
 
-def apply(graphdef, params, x, *, rng=None, deterministic=True):
-  """Pure forward pass: [B, H, W, C] images → [B, T] float32 logits."""
-  net = nnx.merge(graphdef, params)
-  return net(x, rng=rng, deterministic=deterministic)
+def apply(graphdef, params, model_state, x, *, rng=None, deterministic=True):
+  """Pure forward pass: [B, H, W, C] images → [B, T] float32 logits.
+
+  Args:
+    graphdef: from create or graphdef.
+    params: the parameters (create's second output).
+    model_state: the non-parameter variables (create's third output).
+    x: [B, H, W, C] images.
+    rng: PRNG key for dropout (training mode only).
+    deterministic: inference mode: no dropout, and BatchNorm normalises with
+      its running statistics instead of the batch's (and leaves them as
+      they are).
+
+  Returns:
+    (logits [B, T], new_model_state): the model state after the pass, of
+    model_state's structure (in training mode BatchNorm's running
+    statistics move towards the batch's).
+  """
+  net = nnx.merge(graphdef, params, model_state)
+  logits = net(x, rng=rng, deterministic=deterministic)
+  return logits, nnx.to_pure_dict(nnx.split(net, nnx.Param, ...)[2])
+
+
+def is_convolutional(model_cfg: Any) -> bool:
+  """Whether the model's encoder is convolutional (picks the run map).
+
+  Args:
+    model_cfg: the config's `model` block, or an encoder name.
+  """
+  name = model_cfg if isinstance(model_cfg, str) else model_cfg.encoder
+  # A user's encoder that does not say is treated as dense (it gets "vmap",
+  # the design's default run map).
+  return bool(getattr(registry.ENCODERS.get(name), "convolutional", False))
 
 
 _HEAD_PARAMS = ("hidden_w", "hidden_b", "out_w", "out_b")
 
 
-def param_count(params, task_mask=None) -> int:
+def param_count(params, task_mask=None, arch: str = "hps") -> int:
   """Trainable parameters of one network, counting only heads in its group.
 
   Args:
     params: one run's parameter state (no leading runs axis).
-    task_mask: optional [T] 0/1 group mask; None counts all T heads.
+    task_mask: optional [T] 0/1 group mask; None counts every task's part.
+    arch: the architecture, which says which parameters belong to a task.
 
   Returns:
-    Encoder parameters + the parameters of the heads of tasks in the group.
+    Shared parameters + the task-specific parameters of the group's tasks.
   """
+  task_axis = registry.ARCHITECTURES.get(arch).task_axis
   total = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     shape = np.shape(leaf)
     n = math.prod(shape)
-    if path[0].key in _HEAD_PARAMS and task_mask is not None:
-      frac = float(np.sum(task_mask)) / shape[0]  # heads are stacked on axis 0
-      n = int(round(n * frac))
+    axis = task_axis(tuple(getattr(k, "key", str(k)) for k in path))
+    if axis is not None and task_mask is not None:
+      n = int(round(n * float(np.sum(task_mask)) / shape[axis]))
     total += n
   return total
 
@@ -153,7 +199,7 @@ def count_params(model_cfg: Any, image_shape, num_tasks: int,
   shapes = jax.eval_shape(
       lambda k: create(model_cfg, image_shape, num_tasks, k)[1],
       jax.random.key(0))
-  return param_count(shapes, task_mask)
+  return param_count(shapes, task_mask, model_cfg.get("arch", "hps"))
 
 
 def matched_stl_width(model_cfg: Any, image_shape, num_tasks: int) -> int:
@@ -172,3 +218,8 @@ def matched_stl_width(model_cfg: Any, image_shape, num_tasks: int) -> int:
     if best_gap is None or gap < best_gap:
       best, best_gap = w, gap
   return best
+
+
+# The one architecture so far: hard parameter sharing (everything shared,
+# one head per task). More arrive as one file + one line each.
+registry.ARCHITECTURES.register("hps", MultiTaskNet)

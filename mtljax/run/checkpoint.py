@@ -127,7 +127,9 @@ class Checkpointer:
       return state, meta
     raise CheckpointError(
         "no checkpoint in %s could be restored (nothing was changed; move the "
-        "directory away to start again):\n  %s"
+        "directory away to start again; a checkpoint of the same config that "
+        "fails to restore was usually written by another mtljax version, "
+        "whose train state differs):\n  %s"
         % (self.directory, "\n  ".join(failures)))
 
   def _same_fields(self, meta: dict) -> bool:

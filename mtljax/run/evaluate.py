@@ -1,8 +1,8 @@
 """Evaluation of every stacked run on a fully labelled split.
 
     ev = Evaluator(eval_fn, images, labels, mask, task_names, mesh)
-    logits = ev.logits(params)            # numpy [S, G, N, T]
-    per_run = ev.metrics(params)          # [S][G] task_metrics dicts
+    logits = ev.logits(params, model_state)     # numpy [S, G, N, T]
+    per_run = ev.metrics(params, model_state)   # [S][G] task_metrics dicts
     scores = selection_scores(per_run, task_masks, "auc")   # [S, G], higher=better
 
 Logits are computed on device in fixed-size chunks (bounded memory, one
@@ -23,13 +23,14 @@ from mtljax.core import parallel
 
 
 class Evaluator:
-  """Evaluates stacked [S, G] params on one split."""
+  """Evaluates stacked [S, G] params (with their model state) on one split."""
 
   def __init__(self, eval_fn: Callable, images: np.ndarray, labels: np.ndarray,
                mask: np.ndarray, task_names: Sequence[str], mesh: Mesh,
                chunk: int = 1024):
     """Args:
-      eval_fn: step.make_eval_fn's jitted `(params, images) -> [S, G, n, T]`.
+      eval_fn: step.make_eval_fn's jitted `(params, model_state, images)
+        -> [S, G, n, T]`.
       images: float32 [N, H, W, C].
       labels: [N, T] in {0, 1}.
       mask: bool [N, T].
@@ -45,7 +46,9 @@ class Evaluator:
     self.task_names = list(task_names)
     self._sharding = parallel.batch_sharding(mesh, example_axis=0)
 
-  def logits(self, params) -> np.ndarray:
+  def logits(self, params, model_state) -> np.ndarray:
+    """[S, G, N, T] logits of stacked params and model state (TrainState's
+    params and model_state, or best_params and best_model_state)."""
     n = len(self.images)
     out = []
     for start in range(0, n, self.chunk):
@@ -54,13 +57,14 @@ class Evaluator:
       if k < self.chunk:  # pad the tail: one shape, one compilation
         x = np.concatenate([x, np.zeros((self.chunk - k,) + x.shape[1:],
                                         x.dtype)])
-      y = self.eval_fn(params, jax.device_put(x, self._sharding))
+      y = self.eval_fn(params, model_state,
+                       jax.device_put(x, self._sharding))
       out.append(np.asarray(y)[:, :, :k])
     return np.concatenate(out, axis=2)
 
-  def metrics(self, params) -> list[list[dict]]:
+  def metrics(self, params, model_state) -> list[list[dict]]:
     """task_metrics of every run: a [S][G] nested list of dicts."""
-    logits = self.logits(params)
+    logits = self.logits(params, model_state)
     s, g = logits.shape[:2]
     flat = metrics_lib.task_metrics_batched(
         logits.reshape((s * g,) + logits.shape[2:]), self.labels, self.mask,

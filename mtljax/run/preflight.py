@@ -16,6 +16,8 @@ import numpy as np
 
 from mtljax import config as config_lib
 from mtljax import data as data_lib
+from mtljax import models
+from mtljax.tasks import types as task_types
 
 ConfigError = config_lib.ConfigError
 
@@ -103,5 +105,36 @@ def check(config) -> data_lib.DatasetSpec:
         f"config.stl_tasks={tuple(config.stl_tasks)!r}: task index {bad[0]} is "
         f"out of range for {spec.name}, whose tasks are 0..{t - 1} "
         f"({', '.join(spec.task_names)})")
+  for name, groups in config.partitions:
+    bad = [k for g in groups for k in g if k >= t]
+    if bad:
+      raise ConfigError(
+          f"config.partitions[{name!r}]: task index {bad[0]} is out of range "
+          f"for {spec.name}, whose tasks are 0..{t - 1} "
+          f"({', '.join(spec.task_names)})")
   label_controls(config, spec)
+  # Build the network abstractly (no allocation): a component's own check
+  # of its settings (a CNN pool of "median") surfaces now, not at step 0.
+  try:
+    models.graphdef(config.model, spec.image_shape, t)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f"config.model (encoder {config.model.encoder!r}): "
+                      f"{e}") from None
   return spec
+
+
+def resolve(config):
+  """Checks `config` (see `check`) and fills in what depends on the dataset.
+
+  `train.selection_metric=""` becomes the tasks' primary metric (AUC for
+  binary tasks), so that results, workdir ownership and resume compare the
+  metric actually used.
+
+  Returns:
+    (config, spec): a resolved copy and the dataset's spec.
+  """
+  spec = check(config)
+  if not config.train.selection_metric:
+    config = config.copy_and_resolve_references()
+    config.train.selection_metric = task_types.primary_metric(spec.task_types)
+  return config, spec

@@ -65,8 +65,8 @@ def run_sweep(base, points: list[dict], workdir: str,
   configs = []
   for point, name in zip(points, names):
     try:
-      cfg = config_lib.validate(config_lib.apply_overrides(base, point))
-      preflight.check(cfg)
+      cfg, _ = preflight.resolve(
+          config_lib.validate(config_lib.apply_overrides(base, point)))
     except config_lib.ConfigError as e:
       raise config_lib.ConfigError(f"sweep point {name}: {e}") from None
     if not overwrite:

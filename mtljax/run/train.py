@@ -28,9 +28,7 @@ import errno
 import logging
 import os
 import signal
-import sys
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -40,10 +38,13 @@ from mtljax import errors
 from mtljax.run import checkpoint as ckpt_lib
 from mtljax import config as config_lib
 from mtljax import data as data_lib
+from mtljax import models
 from mtljax.run import evaluate
 from mtljax.core import parallel
 from mtljax.run import preflight
+from mtljax.core import run_map as run_map_lib
 from mtljax.core import runs as runs_lib
+from mtljax.core import state as state_lib
 from mtljax.core import step as step_lib
 from mtljax.run import workdir as workdir_lib
 from mtljax.run import writers
@@ -61,19 +62,16 @@ computational_fields = workdir_lib.computational_fields
 fingerprint = workdir_lib.fingerprint
 
 
-def _update_best(state, scores, step):
-  """Keeps each run's parameters when its validation score improves."""
-  better = scores > state["best_score"]
-
-  def pick(new, old):
-    b = better.reshape(better.shape + (1,) * (new.ndim - better.ndim))
-    return jnp.where(b, new, old)
-
-  return dict(state,
-              best_params=jax.tree.map(pick, state["params"],
-                                       state["best_params"]),
-              best_score=jnp.where(better, scores, state["best_score"]),
-              best_step=jnp.where(better, step, state["best_step"]))
+def _update_best(state: state_lib.TrainState, scores, step
+                 ) -> state_lib.TrainState:
+  """Keeps each run's parameters and model state when its score improves."""
+  better = scores > state.best_score
+  keep = lambda new, old: run_map_lib.keep_where(better, new, old)
+  return state.replace(
+      best_params=keep(state.params, state.best_params),
+      best_model_state=keep(state.model_state, state.best_model_state),
+      best_score=jnp.where(better, scores, state.best_score),
+      best_step=jnp.where(better, step, state.best_step))
 
 
 class _Program:
@@ -81,21 +79,18 @@ class _Program:
 
   def __init__(self, prog, config, spec, seeds, mesh, tx):
     self.prog = prog
-    graphdef, params = step_lib.init_params(
+    graphdef, params, model_state = state_lib.init_params(
         prog.model_cfg, spec.image_shape, len(spec.task_names), seeds,
         prog.num_groups)
     self.rep = parallel.replicated(mesh)
-    state = step_lib.init_state(params, tx)
-    s, g = len(seeds), prog.num_groups
-    state.update(best_params=jax.tree.map(jnp.copy, params),
-                 best_score=jnp.full((s, g), -jnp.inf, jnp.float32),
-                 best_step=jnp.zeros((s, g), jnp.int32))
-    self.state = jax.device_put(state, self.rep)
+    self.state = jax.device_put(
+        state_lib.init_state(params, model_state, tx), self.rep)
     self.specs = jax.device_put(prog.specs(seeds), self.rep)
     self.task_masks = np.asarray([gr.task_mask for gr in prog.groups])
     run_map = config.train.run_map
     if run_map == "auto":
-      run_map = step_lib.default_run_map(config.model.encoder)
+      run_map = run_map_lib.default_run_map(
+          models.is_convolutional(prog.model_cfg))
     self.step_fn = step_lib.make_train_step(
         graphdef, tx, normalize=config.loss.normalize, mesh=mesh,
         run_map=run_map)
@@ -161,8 +156,7 @@ def train_and_evaluate(config, workdir: str, condition: dict | None = None,
     DiskFullError: the disk filled up; the last good checkpoint is intact.
   """
   # ---------------------------------------------------------- set up.
-  config = config_lib.validate(config)
-  spec = preflight.check(config)
+  config, spec = preflight.resolve(config_lib.validate(config))
   parallel.maybe_initialize_distributed()
   lead = jax.process_index() == 0
   _num_devices(config)  # a config error: before the workdir is looked at
@@ -339,14 +333,16 @@ def _train(config, workdir, condition, lead, spec):
           record["arms"].update(_arm_means(p, m))
         out.log(record)
       if is_eval:
-        record = {"step": done, "kind": "validation", "arms": {}}
+        record = {"step": done, "kind": "validation",
+                  "metric": tc.selection_metric, "arms": {}}
         for p, ev in zip(programs, evaluators["validation"]):
-          per_run = ev.metrics(p.state["params"])
+          per_run = ev.metrics(p.state.params, p.state.model_state)
           scores = evaluate.selection_scores(per_run, p.task_masks,
                                              tc.selection_metric)
           p.state = p.update_best(p.state, jax.device_put(
               scores.astype(np.float32), p.rep), jnp.int32(done))
-          record["arms"].update(_val_arm_means(p, per_run))
+          record["arms"].update(_val_arm_means(p, per_run,
+                                               tc.selection_metric))
         out.log(record)
       if is_ckpt:
         save(done)
@@ -364,11 +360,11 @@ def _train(config, workdir, condition, lead, spec):
       "config": config_lib.to_dict(config), "env": writers.environment(),
       "runs": []}
   for i, p in enumerate(programs):
-    best = p.state["best_params"]
-    val = evaluators["validation"][i].metrics(best)
-    test = evaluators["test"][i].metrics(best)
-    best_step = np.asarray(p.state["best_step"])
-    finite = np.isfinite(np.asarray(p.state["best_score"]))
+    best = (p.state.best_params, p.state.best_model_state)
+    val = evaluators["validation"][i].metrics(*best)
+    test = evaluators["test"][i].metrics(*best)
+    best_step = np.asarray(p.state.best_step)
+    finite = np.isfinite(np.asarray(p.state.best_score))
     results["runs"].extend(_run_entries(p, seeds, val, test, best_step,
                                         task_names, skipped[p.prog.name],
                                         finite, tc))
@@ -387,7 +383,8 @@ def _main_thread() -> bool:
   return threading.current_thread() is threading.main_thread()
 
 
-def _val_arm_means(p, per_run) -> dict:
+def _val_arm_means(p, per_run, metric: str) -> dict:
+  """{arm: {metric: mean over its runs and tasks}} for the validation log."""
   out = {}
   for arm in dict.fromkeys(g.arm for g in p.prog.groups):
     idx = [i for i, g in enumerate(p.prog.groups) if g.arm == arm]
@@ -396,8 +393,8 @@ def _val_arm_means(p, per_run) -> dict:
       for g in idx:
         tasks = p.prog.groups[g].tasks
         names = list(runs[g]["per_task"])
-        vals += [runs[g]["per_task"][names[t]]["auc"] for t in tasks]
-    out[arm] = {"auc": float(np.nanmean(vals)) if vals else float("nan")}
+        vals += [runs[g]["per_task"][names[t]][metric] for t in tasks]
+    out[arm] = {metric: float(np.nanmean(vals)) if vals else float("nan")}
   return out
 
 
@@ -431,39 +428,39 @@ def _run_entries(p, seeds, val, test, best_step, names, skipped, finite,
                  tc) -> list[dict]:
   """results.json run entries: one per (arm, seed, learning rate).
 
-  An STL entry gathers the T single-task networks of one seed and rate: task
-  t's metrics come from network t, and its parameter count is their sum.
-  `nonfinite_skipped` is per task like `best_step` (an MTL run repeats its
-  one count), and `warnings` lists each network's warnings.
+  An arm is a partition of the tasks into groups, one network per group:
+  task t's metrics, best step and skipped-step count come from the network
+  whose group holds t, and the arm's parameter count is the sum over its
+  networks. One network of every task (MTL) is reported as it was
+  evaluated. `warnings` lists each network's warnings.
   """
   entries = []
   groups = p.prog.groups
-  keys = dict.fromkeys((g.arm, g.mode, g.learning_rate) for g in groups)
-  for arm, mode, lr in keys:
+  for arm, lr in dict.fromkeys((g.arm, g.learning_rate) for g in groups):
     idx = [i for i, g in enumerate(groups)
-           if (g.arm, g.mode, g.learning_rate) == (arm, mode, lr)]
+           if (g.arm, g.learning_rate) == (arm, lr)]
+    mode = runs_lib.arm_mode([groups[g] for g in idx])
+    # (task, the group index that learns it), in group then task order.
+    owner = [(t, g) for g in idx for t in groups[g].tasks]
     for s, seed in enumerate(seeds):
       if mode == "mtl":
-        (g,) = idx
-        tasks = list(range(len(names)))
-        v, te = val[s][g], test[s][g]
-        steps = [int(best_step[s, g])] * len(names)
-        skips = [int(skipped[s, g])] * len(names)
+        v, te = val[s][idx[0]], test[s][idx[0]]
       else:
-        tasks = [groups[g].tasks[0] for g in idx]
-        v = _combine([val[s][g] for g in idx], tasks, names)
-        te = _combine([test[s][g] for g in idx], tasks, names)
-        steps = [int(best_step[s, g]) for g in idx]
-        skips = [int(skipped[s, g]) for g in idx]
+        tasks = [t for t, _ in owner]
+        v = _combine([val[s][g] for _, g in owner], tasks, names)
+        te = _combine([test[s][g] for _, g in owner], tasks, names)
       warnings = []
-      for g, t in zip(idx, tasks if mode != "mtl" else [None]):
-        prefix = "" if t is None else f"task {names[t]}: "
+      for g in idx:
+        prefix = ("" if mode == "mtl" else "group " + "+".join(
+            names[t] for t in groups[g].tasks) + ": ")
         warnings += [prefix + w for w in _run_warnings(
             int(skipped[s, g]), bool(finite[s, g]), tc)]
       entries.append({
           "arm": arm, "mode": mode, "seed": int(seed), "learning_rate": lr,
           "width": int(p.prog.model_cfg.width),
           "param_count": int(sum(p.param_counts[g] for g in idx)),
-          "best_step": steps, "nonfinite_skipped": skips,
+          "groups": [[names[t] for t in groups[g].tasks] for g in idx],
+          "best_step": [int(best_step[s, g]) for _, g in owner],
+          "nonfinite_skipped": [int(skipped[s, g]) for _, g in owner],
           "warnings": warnings, "val": v, "test": te})
   return entries

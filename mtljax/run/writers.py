@@ -138,7 +138,7 @@ class Writers:
       self._bar.set_postfix({a: f"{m.get('loss', float('nan')):.3f}"
                              for a, m in arms.items()}, refresh=False)
     elif self._log_lines:
-      key = "loss" if kind == "train" else "auc"
+      key = "loss" if kind == "train" else record.get("metric", "auc")
       arms = " ".join(f"{a}:{key}={m.get(key, float('nan')):.4f}"
                       for a, m in record.get("arms", {}).items() if m)
       extra = (f" {record['steps_per_sec']:.1f} steps/s"

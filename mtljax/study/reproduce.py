@@ -1,4 +1,4 @@
-"""The reproduction of the seed's claims: six experiments and a verdict table.
+"""The reproduction of the lecture's claims: six experiments and a verdict table.
 
     mtljax reproduce            # quick: 5 seeds, small data, minutes on a CPU
     mtljax reproduce --full     # the study behind docs/RESULTS.md, 10 seeds
@@ -13,12 +13,10 @@ tuned: a claim is supported only where 95% CIs of paired differences say so.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 
-import numpy as np
 
 from mtljax import config as config_lib
 from mtljax.analysis import report as report_lib

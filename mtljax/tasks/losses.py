@@ -1,9 +1,9 @@
 """Masked sigmoid cross-entropy for multi-label, multi-task learning.
 
-The seed's loss is (1/m) Σ_i Σ_j L(ŷ_j⁽ⁱ⁾, y_j⁽ⁱ⁾) with L the logistic loss, where
+The lecture's loss is (1/m) Σ_i Σ_j L(ŷ_j⁽ⁱ⁾, y_j⁽ⁱ⁾) with L the logistic loss, where
 the inner sum runs only over labels that are observed (0 or 1, not "?")::
 
-    loss = masked_sigmoid_cross_entropy(logits, labels, mask)            # seed's
+    loss = masked_sigmoid_cross_entropy(logits, labels, mask)            # the lecture's
     loss = masked_sigmoid_cross_entropy(logits, labels, mask, "per_label")
     per_task = masked_sigmoid_cross_entropy_per_task(logits, labels, mask)  # [T]
 
@@ -14,8 +14,9 @@ by 0 and the per-label loss is then zeroed again (the "double where"): a single
 still reach the gradient as 0·NaN = NaN. With both, an unobserved entry's value
 and gradient are exactly 0 whatever it holds ("?" stored as -1, NaN, inf).
 
-How normalisation changes the effective task weighting (see REFERENCES.md):
-  * "per_example" (the seed's formula, default): divide the observed sum by the
+How normalisation changes the effective task weighting (each is a registered
+loss weighting, `registry.LOSS_WEIGHTINGS`):
+  * "per_example" (the lecture's formula, default): divide the observed sum by the
     batch size B. Tasks with more observed labels weigh more; the loss shrinks
     as labels go missing.
   * "per_label" (chemprop): divide by the number of observed labels.
@@ -30,6 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtljax import registry
+
+# The built-in weightings (registry.LOSS_WEIGHTINGS may hold more).
 NORMALIZATIONS = ("per_example", "per_label", "per_task")
 
 
@@ -146,14 +150,14 @@ def masked_sigmoid_cross_entropy(
     mask: jax.Array,
     normalize: str = "per_example",
 ) -> jax.Array:
-  """Masked multi-label sigmoid cross-entropy (the seed's loss).
+  """Masked multi-label sigmoid cross-entropy (the lecture's loss).
 
   Args:
     logits: [B, T] float logits, one per task.
     labels: [B, T] labels in {0, 1} where mask is True; entries under
       mask=False are ignored, whatever they hold (-1, NaN).
     mask: [B, T] bool, False where the label is missing ("?").
-    normalize: "per_example" (seed's (1/B) Σ_i Σ_j observed), "per_label"
+    normalize: "per_example" (the lecture's (1/B) Σ_i Σ_j observed), "per_label"
       (observed sum / number of observed labels) or "per_task" (mean over tasks
       with ≥1 observed label of each task's mean over its observed labels).
 
@@ -171,19 +175,39 @@ def masked_sigmoid_cross_entropy(
       (under jit, as in the train step) cannot be checked; the data pipeline
       keeps its own label check.
   """
-  if normalize not in NORMALIZATIONS:
-    raise ValueError(f"normalize must be one of {NORMALIZATIONS}; got "
-                     f"{normalize!r}")
+  if normalize not in registry.LOSS_WEIGHTINGS:
+    raise ValueError(f"normalize must be one of "
+                     f"{registry.LOSS_WEIGHTINGS.names()}; got {normalize!r}")
   _check_inputs(logits, labels, mask)
   _check_label_values(labels, mask)
   elem = _masked_elementwise(logits, labels, mask)
-  total = elem.sum()
-  if normalize == "per_example":
-    # max(B, 1): an empty batch has sum 0, so its loss is 0, not 0/0.
-    return total / max(logits.shape[0], 1)
-  if normalize == "per_label":
-    return total / jnp.maximum(mask.sum().astype(logits.dtype), 1.0)
-  count = mask.sum(axis=0).astype(logits.dtype)
-  per_task = elem.sum(axis=0) / jnp.maximum(count, 1.0)
-  present = (count > 0).astype(logits.dtype)
-  return (per_task * present).sum() / jnp.maximum(present.sum(), 1.0)
+  return registry.LOSS_WEIGHTINGS.get(normalize)(elem, mask)
+
+
+# Loss weightings: how the masked per-label losses [B, T] become one scalar.
+# Each is `fn(elem, mask) -> scalar`; a new one is a function + one line.
+
+
+def per_example(elem, mask):
+  """The lecture's (1/m) Σ_i Σ_j over observed labels, m the batch size."""
+  del mask
+  # max(B, 1): an empty batch has sum 0, so its loss is 0, not 0/0.
+  return elem.sum() / max(elem.shape[0], 1)
+
+
+def per_label(elem, mask):
+  """The observed sum over the number of observed labels (chemprop)."""
+  return elem.sum() / jnp.maximum(mask.sum().astype(elem.dtype), 1.0)
+
+
+def per_task(elem, mask):
+  """Each task's mean over its observed labels, averaged over present tasks."""
+  count = mask.sum(axis=0).astype(elem.dtype)
+  task_mean = elem.sum(axis=0) / jnp.maximum(count, 1.0)
+  present = (count > 0).astype(elem.dtype)
+  return (task_mean * present).sum() / jnp.maximum(present.sum(), 1.0)
+
+
+registry.LOSS_WEIGHTINGS.register("per_example", per_example)
+registry.LOSS_WEIGHTINGS.register("per_label", per_label)
+registry.LOSS_WEIGHTINGS.register("per_task", per_task)

@@ -184,6 +184,7 @@ class JaxSetup:
     import jax  # pylint: disable=g-import-not-at-top
     from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
     from mtljax.core import parallel, runs  # pylint: disable=g-import-not-at-top
+    from mtljax.core import state as state_lib  # pylint: disable=g-import-not-at-top
     from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
     cfg = config_lib.default_config()
     cfg.model.encoder, cfg.model.width, cfg.model.depth = encoder, width, depth
@@ -191,11 +192,12 @@ class JaxSetup:
     cfg.modes, cfg.optimizer.learning_rates = tuple(modes), tuple(lrs)
     prog = runs.build_programs(cfg, image_shape, tasks)[0]
     self.tx = step_lib.make_optimizer(cfg.optimizer, 1000)
-    self.graphdef, params = step_lib.init_params(
+    self.graphdef, params, model_state = state_lib.init_params(
         cfg.model, image_shape, tasks, list(seeds), prog.num_groups)
     self.mesh = parallel.make_mesh(num_devices)
     rep = parallel.replicated(self.mesh)
-    self.state = jax.device_put(step_lib.init_state(params, self.tx), rep)
+    self.state = jax.device_put(
+        state_lib.init_state(params, model_state, self.tx), rep)
     self.specs = jax.device_put(prog.specs(list(seeds)), rep)
     self.batch = parallel.global_batch(
         fake_batch(0, len(seeds), batch, image_shape, tasks), self.mesh)

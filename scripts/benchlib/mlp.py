@@ -108,7 +108,7 @@ def section_b1(cfg, res):
   info = mtl.compile_seconds()
   CACHE["b1_hlo"] = mtl.hlo_text
   import jax  # pylint: disable=g-import-not-at-top
-  n_params = sum(x.size for x in jax.tree.leaves(mtl.state["params"]))
+  n_params = sum(x.size for x in jax.tree.leaves(mtl.state.params))
   fns = {"mtljax": mtl.runner(),
          "jax (plain step)": plain_jax_mlp_runner(in_features, w, d, t, bsz)}
   rows, notes = {}, {}

@@ -53,7 +53,7 @@ def _b3_point(cfg, model, r, width=None, maps=("vmap", "unroll", "scan")):
   fns["sequential"] = sequential
   # The fixed cost of one dispatch: a step that does no work on the same
   # state (donated, like the real one).
-  noop = jax.jit(lambda st, specs, batch: dict(st, step=st["step"] + 1),
+  noop = jax.jit(lambda st, specs, batch: st.replace(step=st.step + 1),
                  donate_argnums=0)
   noop_states = [jax.tree.map(jnp.copy, one.state) for _ in range(r)]
 
@@ -83,7 +83,8 @@ def _b3_point(cfg, model, r, width=None, maps=("vmap", "unroll", "scan")):
 
 
 def section_b3(cfg, res):
-  from mtljax.core.step import default_run_map  # pylint: disable=g-import-not-at-top
+  from mtljax import models  # pylint: disable=g-import-not-at-top
+  from mtljax.core.run_map import default_run_map  # pylint: disable=g-import-not-at-top
   out = {"models": {}, "width_sweep": {}}
   for model in ("mlp", "cnn"):
     m = _b3_model(cfg, model)
@@ -98,7 +99,7 @@ def section_b3(cfg, res):
   r = cfg["b3_r_sweep"]
   for model in ("mlp", "cnn"):
     sweep = {}
-    run_map = default_run_map(model)
+    run_map = default_run_map(models.is_convolutional(model))
     for width in cfg["b3_widths"][model]:
       m = out["models"][model]
       if width == m["width"] and str(r) in m["by_R"]:
@@ -133,7 +134,8 @@ def section_b4(cfg, res, args):
   import jax  # pylint: disable=g-import-not-at-top
   from mtljax import data as data_lib  # pylint: disable=g-import-not-at-top
   from mtljax.core import parallel  # pylint: disable=g-import-not-at-top
-  from mtljax.core.step import default_run_map  # pylint: disable=g-import-not-at-top
+  from mtljax import models  # pylint: disable=g-import-not-at-top
+  from mtljax.core.run_map import default_run_map  # pylint: disable=g-import-not-at-top
   data_dir = bench_data_dir(args)
   t0 = time.perf_counter()
   data_lib.build("mtl_scenes", data_dir=data_dir, split_sizes=cfg["b4_split"],
@@ -145,7 +147,7 @@ def section_b4(cfg, res, args):
       "mtl_scenes", seeds=seeds, global_batch_size=cfg["b4_batch"],
       data_dir=data_dir, split_sizes=cfg["b4_split"], log=None)
   load_s = time.perf_counter() - t0
-  run_map = default_run_map("cnn")
+  run_map = default_run_map(models.is_convolutional("cnn"))
   s = JaxSetup(encoder="cnn", width=cfg["cnn_width"], depth=cfg["cnn_depth"],
                image_shape=pipe.image_shape, tasks=pipe.num_tasks,
                batch=cfg["b4_batch"], seeds=seeds, modes=("mtl", "stl"),
@@ -220,8 +222,8 @@ def worker_b5(cfg) -> dict:
   s1, l1 = train(one)
   s2, l2 = train(two)
   diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-             for a, b in zip(jax.tree.leaves(s1["params"]),
-                             jax.tree.leaves(s2["params"])))
+             for a, b in zip(jax.tree.leaves(s1.params),
+                             jax.tree.leaves(s2.params)))
   out["data_parallel"] = {
       "devices": [1, two.mesh.devices.size], "steps": len(batches),
       "max_abs_param_diff": diff, "max_abs_loss_diff": float(np.max(np.abs(l1 - l2))),
@@ -265,7 +267,8 @@ def section_b5(cfg, res):
 def section_b6(cfg, res, args):
   from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
   from mtljax.core import runs  # pylint: disable=g-import-not-at-top
-  from mtljax.core.step import default_run_map  # pylint: disable=g-import-not-at-top
+  from mtljax import models  # pylint: disable=g-import-not-at-top
+  from mtljax.core.run_map import default_run_map  # pylint: disable=g-import-not-at-top
   spec = os.path.join(REPO, "experiments", "e1_mtl_vs_stl.py") + (
       ":smoke" if cfg is SMOKE else ":quick")
   c = config_lib.load_config(spec)
@@ -274,7 +277,8 @@ def section_b6(cfg, res, args):
   seeds = tuple(range(c.num_seeds))
   rows = {}
   for prog in progs:
-    for run_map in sorted({default_run_map(c.model.encoder), "vmap", "unroll"}):
+    auto = default_run_map(models.is_convolutional(prog.model_cfg))
+    for run_map in sorted({auto, "vmap", "unroll"}):
       s = JaxSetup(encoder=prog.model_cfg.encoder, width=prog.model_cfg.width,
                    depth=prog.model_cfg.depth, image_shape=shape, tasks=4,
                    batch=c.train.batch_size, seeds=seeds,

@@ -50,8 +50,10 @@ def worker_b7_jax(cfg, data_path) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from mtljax.core import parallel  # pylint: disable=g-import-not-at-top
-  from mtljax.core.step import default_run_map  # pylint: disable=g-import-not-at-top
+  from mtljax import models  # pylint: disable=g-import-not-at-top
+  from mtljax.core.run_map import default_run_map  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
+  run_map = default_run_map(models.is_convolutional("cnn"))
   d = np.load(data_path)
   images, labels, mask = d["image"], d["labels"], d["mask"]
   seeds = tuple(range(cfg["b7_seeds"]))
@@ -59,7 +61,7 @@ def worker_b7_jax(cfg, data_path) -> dict:
   s = JaxSetup(encoder="cnn", width=cfg["b7_width"], depth=cfg["cnn_depth"],
                image_shape=images.shape[1:], tasks=labels.shape[1], batch=bsz,
                seeds=seeds, modes=("mtl", "stl"),
-               run_map=default_run_map("cnn"))
+               run_map=run_map)
   orders = np.stack([_b7_order(sd, steps, bsz, len(images)) for sd in seeds])
   state, m = s.state, None
   t_first = None
@@ -72,7 +74,7 @@ def worker_b7_jax(cfg, data_path) -> dict:
       t_first = time.perf_counter()
   loss = np.asarray(m["loss"])
   t_end = time.perf_counter()
-  return {"runs": s.num_runs, "run_map": default_run_map("cnn"),
+  return {"runs": s.num_runs, "run_map": run_map,
           "final_loss_mean": float(loss.mean()),
           "setup_and_first_step_s": t_first - t0,
           "other_steps_s": t_end - t_first}
@@ -206,11 +208,11 @@ def section_opt(cfg, res):
 
   "without" swaps one module attribute while the step is built and compiled:
   the layers read `encoders._dot_general` / `_conv_general_dilated` when they
-  are built, the train step reads `step._keep_where` when it is traced.
+  are built, the train step reads `run_map.keep_where` when it is traced.
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
+  from mtljax.core import run_map as run_map_lib  # pylint: disable=g-import-not-at-top
   from mtljax.models import encoders  # pylint: disable=g-import-not-at-top
 
   def plain_dot(lhs, rhs, dimension_numbers, precision=None,
@@ -238,7 +240,7 @@ def section_opt(cfg, res):
       # Not optimizations: a cost, and an alternative that was tried.
       "non-finite guard (vs none)": (
           f"b1's MLP, {r_mlp} runs vmapped", mlp,
-          (step_lib, "_keep_where", lambda ok, new, old: new)),
+          (run_map_lib, "keep_where", lambda ok, new, old: new)),
       "Eigen conv (vs im2col + matmul)": (
           cnn_name, cnn, (encoders, "_conv_general_dilated",
                           _im2col_conv(jax, jnp))),

@@ -1,30 +1,18 @@
-"""Configs: defaults, `path:arg` loading, `--config.x=y` overrides, validation.
-
-An experiment is a python file with `get_config(arg=None)` returning an
-`ml_collections.ConfigDict` built on `default_config()`, and optionally
-`get_sweep(h, arg=None)` returning the sweep written next to it::
-
-    def get_sweep(h, arg=None):
-      return h.product([h.sweep("model.width", [4, 16, 64]),
-                        h.sweep("data.label_budget", [300, -1])])
-
-    cfg = load_config("experiments/e1_mtl_vs_stl.py:quick", ["model.width=32"])
-    points = load_sweep("experiments/e1_mtl_vs_stl.py:quick")   # list of overrides
+"""The config schema: every field with its default, validation, comparisons.
 
 Every field is checked against `default_config()` before anything compiles:
 an unknown or misspelled key, a wrong type or an impossible value raises
-ConfigError naming the field and the value.
+ConfigError naming the field and the value. Component names are checked
+against their registries (mtljax/registry.py), and a component's own
+settings (an open sub-config such as `model.encoder_kwargs`) against its
+constructor's signature.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
-import importlib.util
-import itertools
 import math
-import os
-from typing import Any, Sequence
+from typing import Any
 
 import ml_collections
 
@@ -47,6 +35,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Tasks (indices) that the STL arms learn; (): all. Experiments that only
   # read one target task's MTL−STL difference skip the other T−1 networks.
   c.stl_tasks = ()
+  # More arms, each any partition of (some of) the tasks into groups, one
+  # network per group: (("pairs", ((0, 1), (2, 3))),) trains two networks
+  # of two tasks each, beside the modes above and paired with them by seed.
+  c.partitions = ()
   c.arm_suffix = ""                 # results arm = mode + suffix, e.g. "mtl_negative"
   c.num_devices = 0                 # 0: all devices on the "data" mesh axis
 
@@ -61,25 +53,32 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.split_sizes = ()           # (train, val, test) to build; (): the dataset's default
 
   c.model = ml_collections.ConfigDict()
-  c.model.encoder = "cnn"           # "cnn" or "mlp"
+  c.model.arch = "hps"              # registry.ARCHITECTURES: "hps" (all shared)
+  c.model.encoder = "cnn"           # registry.ENCODERS: "cnn", "mlp", yours
+  # The encoder's own settings, passed to its constructor as keyword
+  # arguments and checked against its signature, e.g. {"pool": "avg"} for
+  # the CNN (2x2 and global pooling: "max", the default, or "avg").
+  c.model.encoder_kwargs = ml_collections.ConfigDict()
   c.model.width = 16                # the size knob: hidden units / base channels
   c.model.depth = 3                 # layers (mlp) or conv stages (cnn)
   c.model.head_hidden = 0           # per-task hidden units in each head (0: linear)
   c.model.dropout = 0.0
-  c.model.pool = "max"              # cnn pooling, 2×2 and global: "max" or "avg"
   c.model.dtype = "float32"         # compute dtype: "float32" or "bfloat16"
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.normalize = "per_example"  # "per_example" (seed), "per_label", "per_task"
+  # registry.LOSS_WEIGHTINGS: "per_example" (the lecture's), "per_label",
+  # "per_task" (see tasks/losses.py).
+  c.loss.normalize = "per_example"
   # How "?" labels are treated; each policy is a separate arm trained side by
-  # side ("mask": the seed's rule; "negative": "?" = 0; "drop": drop examples
+  # side ("mask": the lecture's rule; "negative": "?" = 0; "drop": drop examples
   # with any "?"). Arms other than "mask" are named e.g. "mtl_negative".
   c.loss.missing_policies = ("mask",)
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"         # "adam", "adamw", "sgd"
+  c.optimizer.name = "adam"         # registry.OPTIMIZERS: "adam", "adamw", "sgd"
   c.optimizer.learning_rates = (1e-3,)  # grid, same for every mode; picked on val
-  c.optimizer.schedule = "constant"  # "constant", "cosine", "warmup_cosine"
+  # registry.SCHEDULES: "constant", "cosine", "warmup_cosine"
+  c.optimizer.schedule = "constant"
   c.optimizer.warmup_steps = 0
   c.optimizer.weight_decay = 0.0    # adamw only
   c.optimizer.momentum = 0.9        # sgd only
@@ -92,7 +91,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.checkpoint_every = 200
   c.train.keep_checkpoints = 2
-  c.train.selection_metric = "auc"  # "auc", "ap", "acc" (higher) or "loss" (lower)
+  # Validation metric that selects each run's best checkpoint: "auc", "ap",
+  # "acc" (higher is better) or "loss" (lower); "": the task type's primary
+  # metric (AUC for binary tasks), resolved when the run starts.
+  c.train.selection_metric = ""
   c.train.nonfinite_policy = "halt"  # "halt" or "skip"
   # Under "skip": warn (log, results.json, report.md) when a run skipped more
   # than this share of its steps.
@@ -100,26 +102,42 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.progress = "auto"         # "auto" (bar on a tty), "bar", "log", "none"
   # How the [seeds, groups] runs are mapped in the step: "vmap" (one batched
   # program), "scan" (one run at a time, by a loop inside the jit), "unroll"
-  # (R copies in one jit; slow to compile) or "auto" (step.default_run_map:
-  # vmap on accelerators, scan where XLA:CPU runs vmapped layers slowly).
+  # (R copies in one jit; slow to compile) or "auto" (core/run_map.py:
+  # vmap on accelerators, scan for convolutional encoders on CPU).
   # Results agree up to float rounding.
   c.train.run_map = "auto"
   return c
 
 
+# "?"-label treatments, in the order of the integer code a run carries.
+MISSING_POLICIES = ("mask", "negative", "drop")
+# How the [seeds, groups] runs are mapped inside the step (core/run_map.py).
+RUN_MAPS = ("vmap", "unroll", "scan")
+# Fixed choices. Components (encoders, optimizers, ...) are not listed here:
+# their fields are checked against their registries (_REGISTRY_FIELDS).
 _CHOICES = {
     "modes": ("mtl", "stl", "stl_matched"),
-    "model.encoder": ("cnn", "mlp"),
-    "model.pool": ("max", "avg"),
     "model.dtype": ("float32", "bfloat16"),
-    "loss.normalize": ("per_example", "per_label", "per_task"),
-    "loss.missing_policies": ("mask", "negative", "drop"),
-    "optimizer.name": ("adam", "adamw", "sgd"),
-    "optimizer.schedule": ("constant", "cosine", "warmup_cosine"),
-    "train.selection_metric": ("auc", "ap", "acc", "loss"),
+    "loss.missing_policies": MISSING_POLICIES,
+    "train.selection_metric": ("", "auc", "ap", "acc", "loss"),
     "train.nonfinite_policy": ("halt", "skip"),
     "train.progress": ("auto", "bar", "log", "none"),
-    "train.run_map": ("auto", "vmap", "unroll", "scan"),
+    "train.run_map": ("auto",) + RUN_MAPS,
+}
+_REGISTRY_FIELDS = {
+    "model.arch": "ARCHITECTURES",
+    "model.encoder": "ENCODERS",
+    "loss.normalize": "LOSS_WEIGHTINGS",
+    "optimizer.name": "OPTIMIZERS",
+    "optimizer.schedule": "SCHEDULES",
+}
+# Open sub-configs: any key, passed to a component as keyword arguments and
+# checked against its signature. {field: (registry, field naming it, what
+# mtljax passes itself)}.
+OPEN_FIELDS = {
+    "model.encoder_kwargs": ("ENCODERS", "model.encoder",
+                             ("in_shape", "width", "depth", "dropout", "dtype",
+                              "rngs")),
 }
 _POSITIVE = ("num_seeds", "model.width", "model.depth", "train.batch_size",
              "train.steps", "train.eval_every", "train.log_every",
@@ -139,6 +157,11 @@ COSMETIC_FIELDS = ("name", "data.data_dir", "train.progress",
                    "train.warn_skipped_share")
 
 
+# Fields removed from the schema, with the value that meant "what is done
+# now" (model.pool became the CNN's encoder_kwargs.pool, default "max").
+_OBSOLETE = {"model.pool": "max"}
+
+
 def _flatten(cfg, prefix="") -> dict[str, Any]:
   out = {}
   for k, v in cfg.items():
@@ -148,6 +171,18 @@ def _flatten(cfg, prefix="") -> dict[str, Any]:
     else:
       out[key] = v
   return out
+
+
+def _is_open(key: str) -> bool:
+  return any(key.startswith(f + ".") for f in OPEN_FIELDS)
+
+
+def open_kwargs(cfg, field: str) -> dict:
+  """The keyword arguments held by an open sub-config (plain python values)."""
+  node = cfg
+  for part in field.split("."):
+    node = node[part]
+  return to_dict(node)
 
 
 def flatten_dict(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -185,6 +220,8 @@ def differences(ours: dict, theirs: dict) -> list[tuple[str, Any, Any]]:
   for k in sorted(set(ours) | set(theirs)):
     if k in COSMETIC_FIELDS:
       continue
+    if k not in ours and k in _OBSOLETE and theirs.get(k) == _OBSOLETE[k]:
+      continue  # a removed field at its old default: nothing differed
     b = theirs[k] if k in theirs else defaults.get(k)
     if _json_form(ours.get(k)) != _json_form(b):
       out.append((k, ours.get(k), theirs.get(k)))
@@ -245,14 +282,17 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   defaults = _flatten(default_config())
   given = _flatten(cfg)
   for key in given:
-    if key not in defaults:
+    if key not in defaults and not _is_open(key):
       raise _unknown(key, defaults)
   out = default_config()
   for key, value in given.items():
-    value = _coerce(key, value, defaults[key])
+    if key in defaults:
+      value = _coerce(key, value, defaults[key])
     node = out
     *parents, leaf = key.split(".")
     for p in parents:
+      if p not in node:  # a nested dict inside an open sub-config
+        node[p] = ml_collections.ConfigDict()
       node = node[p]
     node[leaf] = value
   flat = _flatten(out)
@@ -307,6 +347,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       for k in out.stl_tasks):
     raise ConfigError("config.stl_tasks must hold distinct task indices "
                       f"(integers >= 0); got {out.stl_tasks!r}")
+  _check_partitions(out)
   for k in out.data.shuffle_tasks:
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
       raise ConfigError("config.data.shuffle_tasks must hold task indices "
@@ -316,6 +357,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError("config.data.split_sizes must be () or three positive "
                       f"sizes (train, validation, test); got "
                       f"{out.data.split_sizes!r}")
+  # Components: the names must be registered, and their own settings must
+  # fit their constructors (an import of the built-ins on first use).
+  from mtljax import registry  # pylint: disable=g-import-not-at-top
+  for key, reg in _REGISTRY_FIELDS.items():
+    getattr(registry, reg).get(flat[key])
+  for field, (reg, name_field, provided) in OPEN_FIELDS.items():
+    getattr(registry, reg).check_kwargs(flat[name_field],
+                                        open_kwargs(out, field), field,
+                                        provided)
   if out.train.eval_every > out.train.steps:
     raise ConfigError(f"config.train.eval_every={out.train.eval_every} exceeds "
                       f"config.train.steps={out.train.steps}: no validation "
@@ -326,136 +376,35 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return out
 
 
-def parse_value(text: str) -> Any:
-  """`--config.x=VALUE` text → python value (literal if it parses, else str)."""
-  low = text.strip().lower()
-  if low in ("true", "false"):
-    return low == "true"
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+def _is_index(k) -> bool:
+  return isinstance(k, int) and not isinstance(k, bool) and k >= 0
 
 
-def apply_overrides(cfg: ml_collections.ConfigDict,
-                    overrides: dict[str, Any] | Sequence[str]):
-  """Returns a copy of `cfg` with dotted-key overrides applied.
-
-  Args:
-    cfg: the config.
-    overrides: {"model.width": 32} or ["model.width=32", ...].
-  """
-  if not isinstance(overrides, dict):
-    parsed = {}
-    for item in overrides:
-      if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like key=value")
-      k, v = item.split("=", 1)
-      parsed[k.strip().removeprefix("config.")] = parse_value(v)
-    overrides = parsed
-  out = cfg.copy_and_resolve_references()
-  defaults = _flatten(default_config())
-  for key, value in overrides.items():
-    if key not in defaults:
-      raise _unknown(key, defaults)
-    node = out
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = _coerce(key, value, defaults[key])
-  return out
-
-
-def _load_module(path: str):
-  if not os.path.isfile(path):
-    raise ConfigError(f"config file not found: {path!r}")
-  name = "mtljax_experiment_" + os.path.splitext(os.path.basename(path))[0]
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise ConfigError(f"{path} has no get_config(arg) function")
-  return module
-
-
-def split_spec(spec: str) -> tuple[str, str | None]:
-  """"experiments/x.py:quick" → ("experiments/x.py", "quick")."""
-  path, _, arg = spec.partition(":")
-  return path, (arg or None)
-
-
-def load_config(spec: str, overrides=()) -> ml_collections.ConfigDict:
-  """Loads `path[:arg]`, applies overrides, validates. See module docstring."""
-  path, arg = split_spec(spec)
-  module = _load_module(path)
-  cfg = module.get_config(arg) if arg is not None else module.get_config()
-  return validate(apply_overrides(validate(cfg), overrides))
-
-
-class Hyper:
-  """big_vision-style sweep builder: lists of {dotted_key: value} dicts."""
-
-  @staticmethod
-  def sweep(key: str, values) -> list[dict]:
-    return [{key: v} for v in values]
-
-  @staticmethod
-  def fixed(key: str, value) -> list[dict]:
-    return [{key: value}]
-
-  @staticmethod
-  def product(parts: Sequence[list[dict]]) -> list[dict]:
-    out = []
-    for combo in itertools.product(*parts):
-      merged = {}
-      for d in combo:
-        merged.update(d)
-      out.append(merged)
-    return out
-
-  @staticmethod
-  def zip(parts: Sequence[list[dict]]) -> list[dict]:
-    lengths = {len(p) for p in parts}
-    if len(lengths) > 1:
-      raise ConfigError(f"h.zip needs equal-length sweeps; got lengths {sorted(lengths)}")
-    out = []
-    for combo in zip(*parts):
-      merged = {}
-      for d in combo:
-        merged.update(d)
-      out.append(merged)
-    return out
-
-  @staticmethod
-  def chain(*parts: list[dict]) -> list[dict]:
-    return [d for p in parts for d in p]
-
-
-def load_sweep(spec: str) -> list[dict]:
-  """The sweep points (override dicts) written next to a config.
-
-  Each point is validated by applying it to the config before anything runs.
-  """
-  path, arg = split_spec(spec)
-  module = _load_module(path)
-  if not hasattr(module, "get_sweep"):
-    raise ConfigError(f"{path} has no get_sweep(h, arg) function")
-  points = module.get_sweep(Hyper(), arg)
-  base = load_config(spec)
-  for p in points:
-    validate(apply_overrides(base, p))
-  return points
-
-
-def point_name(point: dict) -> str:
-  """A readable, filesystem-safe directory name for one sweep point."""
-  if not point:
-    return "default"
-  parts = []
-  for k, v in point.items():
-    v = ",".join(map(str, v)) if isinstance(v, (tuple, list)) else v
-    parts.append(f"{k.split('.')[-1]}={v}")
-  return "_".join(parts).replace("/", "-").replace(" ", "")
+def _check_partitions(cfg) -> None:
+  """config.partitions: (name, groups) pairs of distinct tasks per arm."""
+  names = set(cfg.modes)
+  for entry in cfg.partitions:
+    if not (isinstance(entry, (tuple, list)) and len(entry) == 2
+            and isinstance(entry[0], str) and entry[0]
+            and isinstance(entry[1], (tuple, list)) and entry[1]):
+      raise ConfigError(
+          "config.partitions entries must be (name, ((task, ...), ...)) "
+          f"pairs, e.g. ('pairs', ((0, 1), (2, 3))); got {entry!r}")
+    name, groups = entry
+    if name in names:
+      raise ConfigError(f"config.partitions: arm name {name!r} is used twice "
+                        "(or is one of config.modes)")
+    names.add(name)
+    seen = []
+    for g in groups:
+      if not (isinstance(g, (tuple, list)) and g and all(map(_is_index, g))):
+        raise ConfigError(f"config.partitions[{name!r}]: each group must be a "
+                          f"non-empty tuple of task indices; got {g!r}")
+      seen += list(g)
+    dup = sorted({k for k in seen if seen.count(k) > 1})
+    if dup:
+      raise ConfigError(f"config.partitions[{name!r}]: task {dup[0]} is in "
+                        "two groups; an arm is a partition of the tasks")
 
 
 def to_dict(cfg: ml_collections.ConfigDict) -> dict:
