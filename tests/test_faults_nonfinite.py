@@ -138,11 +138,11 @@ def test_skipped_counts_survive_a_resume(in_process, monkeypatch, tmp_path):
 
 def test_run_warnings_rules():
   from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from mtljax.run import train  # pylint: disable=g-import-not-at-top
+  from mtljax.run import results  # pylint: disable=g-import-not-at-top
   tc = config_lib.default_config().train
   tc.steps, tc.warn_skipped_share = 100, 0.1
-  assert train._run_warnings(10, True, tc) == []  # pylint: disable=protected-access
-  (w,) = train._run_warnings(11, True, tc)  # pylint: disable=protected-access
+  assert results.run_warnings(10, True, tc) == []
+  (w,) = results.run_warnings(11, True, tc)
   assert w.startswith("11 of 100 steps (11%)")
-  (w,) = train._run_warnings(0, False, tc)  # pylint: disable=protected-access
+  (w,) = results.run_warnings(0, False, tc)
   assert "no validation score was ever finite" in w

@@ -42,6 +42,7 @@ from mtljax import models
 from mtljax.run import evaluate
 from mtljax.core import parallel
 from mtljax.run import preflight
+from mtljax.run import results as results_lib
 from mtljax.core import run_map as run_map_lib
 from mtljax.core import runs as runs_lib
 from mtljax.core import state as state_lib
@@ -341,7 +342,7 @@ def _train(config, workdir, condition, lead, spec):
                                              tc.selection_metric)
           p.state = p.update_best(p.state, jax.device_put(
               scores.astype(np.float32), p.rep), jnp.int32(done))
-          record["arms"].update(_val_arm_means(p, per_run,
+          record["arms"].update(results_lib.val_arm_means(p, per_run,
                                                tc.selection_metric))
         out.log(record)
       if is_ckpt:
@@ -354,7 +355,8 @@ def _train(config, workdir, condition, lead, spec):
 
   # ---------------------------------------------------------- results.
   results = {
-      "schema_version": 1, "experiment": config.name, "condition": condition,
+      "schema_version": results_lib.SCHEMA_VERSION, "experiment": config.name,
+      "condition": condition,
       "dataset": {"name": config.data.name, "task_names": task_names},
       "selection_metric": tc.selection_metric,
       "config": config_lib.to_dict(config), "env": writers.environment(),
@@ -365,9 +367,9 @@ def _train(config, workdir, condition, lead, spec):
     test = evaluators["test"][i].metrics(*best)
     best_step = np.asarray(p.state.best_step)
     finite = np.isfinite(np.asarray(p.state.best_score))
-    results["runs"].extend(_run_entries(p, seeds, val, test, best_step,
-                                        task_names, skipped[p.prog.name],
-                                        finite, tc))
+    results["runs"].extend(results_lib.run_entries(
+        p, seeds, val, test, best_step, task_names, skipped[p.prog.name],
+        finite, tc))
   for r in results["runs"]:
     for w in r["warnings"]:
       log.warning("arm %s, seed %d, learning rate %g: %s", r["arm"], r["seed"],
@@ -381,86 +383,3 @@ def _train(config, workdir, condition, lead, spec):
 def _main_thread() -> bool:
   import threading  # pylint: disable=g-import-not-at-top
   return threading.current_thread() is threading.main_thread()
-
-
-def _val_arm_means(p, per_run, metric: str) -> dict:
-  """{arm: {metric: mean over its runs and tasks}} for the validation log."""
-  out = {}
-  for arm in dict.fromkeys(g.arm for g in p.prog.groups):
-    idx = [i for i, g in enumerate(p.prog.groups) if g.arm == arm]
-    vals = []
-    for runs in per_run:
-      for g in idx:
-        tasks = p.prog.groups[g].tasks
-        names = list(runs[g]["per_task"])
-        vals += [runs[g]["per_task"][names[t]][metric] for t in tasks]
-    out[arm] = {metric: float(np.nanmean(vals)) if vals else float("nan")}
-  return out
-
-
-def _combine(metric_dicts: list[dict], tasks: list[int], names) -> dict:
-  """One task_metrics dict whose task t comes from metric_dicts[i] (tasks[i])."""
-  per_task = {names[t]: metric_dicts[i]["per_task"][names[t]]
-              for i, t in enumerate(tasks)}
-  keys = next(iter(per_task.values())).keys()
-  mean = {}
-  for k in keys:
-    v = np.asarray([per_task[n][k] for n in per_task], np.float64)
-    mean[k] = float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
-  return {"per_task": per_task, "mean": mean}
-
-
-def _run_warnings(skipped, finite, tc) -> list[str]:
-  """Why a run's results may not mean what they seem (results and report)."""
-  out = []
-  share = skipped / tc.steps
-  if skipped and share > tc.warn_skipped_share:
-    out.append(f"{skipped} of {tc.steps} steps ({share:.0%}) were skipped as "
-               "non-finite (config.train.warn_skipped_share="
-               f"{tc.warn_skipped_share:g})")
-  if not finite:
-    out.append("no validation score was ever finite: its results are of its "
-               "initial weights")
-  return out
-
-
-def _run_entries(p, seeds, val, test, best_step, names, skipped, finite,
-                 tc) -> list[dict]:
-  """results.json run entries: one per (arm, seed, learning rate).
-
-  An arm is a partition of the tasks into groups, one network per group:
-  task t's metrics, best step and skipped-step count come from the network
-  whose group holds t, and the arm's parameter count is the sum over its
-  networks. One network of every task (MTL) is reported as it was
-  evaluated. `warnings` lists each network's warnings.
-  """
-  entries = []
-  groups = p.prog.groups
-  for arm, lr in dict.fromkeys((g.arm, g.learning_rate) for g in groups):
-    idx = [i for i, g in enumerate(groups)
-           if (g.arm, g.learning_rate) == (arm, lr)]
-    mode = runs_lib.arm_mode([groups[g] for g in idx])
-    # (task, the group index that learns it), in group then task order.
-    owner = [(t, g) for g in idx for t in groups[g].tasks]
-    for s, seed in enumerate(seeds):
-      if mode == "mtl":
-        v, te = val[s][idx[0]], test[s][idx[0]]
-      else:
-        tasks = [t for t, _ in owner]
-        v = _combine([val[s][g] for _, g in owner], tasks, names)
-        te = _combine([test[s][g] for _, g in owner], tasks, names)
-      warnings = []
-      for g in idx:
-        prefix = ("" if mode == "mtl" else "group " + "+".join(
-            names[t] for t in groups[g].tasks) + ": ")
-        warnings += [prefix + w for w in _run_warnings(
-            int(skipped[s, g]), bool(finite[s, g]), tc)]
-      entries.append({
-          "arm": arm, "mode": mode, "seed": int(seed), "learning_rate": lr,
-          "width": int(p.prog.model_cfg.width),
-          "param_count": int(sum(p.param_counts[g] for g in idx)),
-          "groups": [[names[t] for t in groups[g].tasks] for g in idx],
-          "best_step": [int(best_step[s, g]) for _, g in owner],
-          "nonfinite_skipped": [int(skipped[s, g]) for _, g in owner],
-          "warnings": warnings, "val": v, "test": te})
-  return entries

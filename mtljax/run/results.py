@@ -1,0 +1,98 @@
+"""results.json: the run entries that train_and_evaluate writes, and log means.
+
+One entry per (arm, seed, learning rate). An arm is a partition of the tasks
+into groups, one network per group: task t's metrics, best step and
+skipped-step count come from the network whose group holds t (the README's
+"Outputs and the results schema" lists every field).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtljax.core import runs as runs_lib
+
+SCHEMA_VERSION = 1
+
+
+def val_arm_means(p, per_run, metric: str) -> dict:
+  """{arm: {metric: mean over its runs and tasks}} for the validation log."""
+  out = {}
+  for arm in dict.fromkeys(g.arm for g in p.prog.groups):
+    idx = [i for i, g in enumerate(p.prog.groups) if g.arm == arm]
+    vals = []
+    for runs in per_run:
+      for g in idx:
+        tasks = p.prog.groups[g].tasks
+        names = list(runs[g]["per_task"])
+        vals += [runs[g]["per_task"][names[t]][metric] for t in tasks]
+    out[arm] = {metric: float(np.nanmean(vals)) if vals else float("nan")}
+  return out
+
+
+def _combine(metric_dicts: list[dict], tasks: list[int], names) -> dict:
+  """One task_metrics dict whose task t comes from metric_dicts[i] (tasks[i])."""
+  per_task = {names[t]: metric_dicts[i]["per_task"][names[t]]
+              for i, t in enumerate(tasks)}
+  keys = next(iter(per_task.values())).keys()
+  mean = {}
+  for k in keys:
+    v = np.asarray([per_task[n][k] for n in per_task], np.float64)
+    mean[k] = float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
+  return {"per_task": per_task, "mean": mean}
+
+
+def run_warnings(skipped, finite, tc) -> list[str]:
+  """Why a run's results may not mean what they seem (results and report)."""
+  out = []
+  share = skipped / tc.steps
+  if skipped and share > tc.warn_skipped_share:
+    out.append(f"{skipped} of {tc.steps} steps ({share:.0%}) were skipped as "
+               "non-finite (config.train.warn_skipped_share="
+               f"{tc.warn_skipped_share:g})")
+  if not finite:
+    out.append("no validation score was ever finite: its results are of its "
+               "initial weights")
+  return out
+
+
+def run_entries(p, seeds, val, test, best_step, names, skipped, finite,
+                 tc) -> list[dict]:
+  """results.json run entries: one per (arm, seed, learning rate).
+
+  An arm is a partition of the tasks into groups, one network per group:
+  task t's metrics, best step and skipped-step count come from the network
+  whose group holds t, and the arm's parameter count is the sum over its
+  networks. One network of every task (MTL) is reported as it was
+  evaluated. `warnings` lists each network's warnings.
+  """
+  entries = []
+  groups = p.prog.groups
+  for arm, lr in dict.fromkeys((g.arm, g.learning_rate) for g in groups):
+    idx = [i for i, g in enumerate(groups)
+           if (g.arm, g.learning_rate) == (arm, lr)]
+    mode = runs_lib.arm_mode([groups[g] for g in idx])
+    # (task, the group index that learns it), in group then task order.
+    owner = [(t, g) for g in idx for t in groups[g].tasks]
+    for s, seed in enumerate(seeds):
+      if mode == "mtl":
+        v, te = val[s][idx[0]], test[s][idx[0]]
+      else:
+        tasks = [t for t, _ in owner]
+        v = _combine([val[s][g] for _, g in owner], tasks, names)
+        te = _combine([test[s][g] for _, g in owner], tasks, names)
+      warnings = []
+      for g in idx:
+        prefix = ("" if mode == "mtl" else "group " + "+".join(
+            names[t] for t in groups[g].tasks) + ": ")
+        warnings += [prefix + w for w in run_warnings(
+            int(skipped[s, g]), bool(finite[s, g]), tc)]
+      entries.append({
+          "arm": arm, "mode": mode, "seed": int(seed), "learning_rate": lr,
+          "width": int(p.prog.model_cfg.width),
+          "param_count": int(sum(p.param_counts[g] for g in idx)),
+          "groups": [[names[t] for t in groups[g].tasks] for g in idx],
+          "best_step": [int(best_step[s, g]) for _, g in owner],
+          "nonfinite_skipped": [int(skipped[s, g]) for _, g in owner],
+          "warnings": warnings, "val": v, "test": te})
+  return entries
