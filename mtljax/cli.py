@@ -316,8 +316,8 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     return EXIT_DISK_FULL
   except KeyboardInterrupt:
-    print("interrupted: the last checkpoint is intact; run the same command "
-          "again to resume", file=sys.stderr)
+    print("interrupted: run the same command again to resume from the last "
+          "checkpoint, if one was saved", file=sys.stderr)
     return 130
   return 0
 

@@ -193,3 +193,17 @@ def test_session_enables_the_cache_and_leaves_logging_alone(tmp_path):
           "assert not session.setup_logging()\n"
           "assert not logging.getLogger('mtljax').handlers\n")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_config_of_an_older_workdir_with_model_pool_loads():
+  """Before model.encoder_kwargs, the CNN's pooling was model.pool."""
+  from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from mtljax.run import api  # pylint: disable=g-import-not-at-top
+  old = config_lib.to_dict(config_lib.default_config())
+  old["model"].pop("encoder_kwargs")
+  old["model"]["pool"] = "avg"
+  cfg = api._config_from_json(old, "/nowhere")  # pylint: disable=protected-access
+  assert cfg.model.encoder_kwargs.pool == "avg"
+  old["model"]["pool"] = "max"
+  cfg = api._config_from_json(old, "/nowhere")  # pylint: disable=protected-access
+  assert "pool" not in cfg.model.encoder_kwargs

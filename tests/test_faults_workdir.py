@@ -62,7 +62,8 @@ def test_sweep_rerun_with_other_settings_is_refused_then_overwrite(
   # The swept field itself: the point's value would silently win.
   assert in_process(_sweep(wd, "--config.data.train_examples=400")) == (
       cli.EXIT_USER_ERROR)
-  assert "--config.data.train_examples is set by every point" in (
+  assert ("--config.data.train_examples is set by points of this sweep "
+          "(values 300, 600)") in (
       _error_line(capsys.readouterr().err))
   assert in_process(_sweep(wd, "--config.data.train_examples=400",
                            "--print-commands")) == cli.EXIT_USER_ERROR
@@ -75,6 +76,11 @@ def test_sweep_rerun_with_other_settings_is_refused_then_overwrite(
     assert _widths(old) == {8}  # moved aside, not deleted
     assert _snapshot(old) == {k.split("/", 1)[1]: v for k, v in before.items()
                               if k.startswith(p + "/") and not k.endswith("/.lock")}
+  # The report reads the new runs only, not the ones moved aside.
+  with open(wd / "report.json") as f:
+    widths = {c["condition"].get("model.width")
+              for c in json.load(f)["conditions"]}
+  assert widths == {32}
   # Same settings again: finished points are skipped, nothing changes.
   after = _snapshot(wd / points[0])
   assert in_process(_sweep(wd, "--config.model.width=32")) == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import re
 
 from mtljax import errors
 from mtljax.tasks import metrics as metrics_lib
@@ -18,6 +19,9 @@ from mtljax.tasks import metrics as metrics_lib
 SCHEMA_VERSION = 1
 _RUN_KEYS = ("arm", "mode", "seed", "learning_rate", "val", "test")
 _SKIP_DIRS = ("checkpoints", "tensorboard")  # big, and never hold results
+# Old results that `--overwrite` moved aside (`<point>.old`, `.old.1`, ...):
+# kept, never reported.
+_MOVED_ASIDE = re.compile(r"\.old(\.\d+)?$")
 
 
 ReportError = errors.ReportError
@@ -49,7 +53,8 @@ def load_results(paths) -> list[dict]:
       files = []
       for root, dirs, names in os.walk(path):
         dirs[:] = sorted(d for d in dirs
-                         if d not in _SKIP_DIRS and not d.startswith("."))
+                         if d not in _SKIP_DIRS and not d.startswith(".")
+                         and not _MOVED_ASIDE.search(d))
         if "results.json" in names:
           files.append(os.path.join(root, "results.json"))
     else:

@@ -338,6 +338,13 @@ def _config_from_json(cfg_dict: dict, workdir: str):
   from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
   # validate() turns JSON's lists back into tuples and fills in fields that
   # postdate the workdir with their defaults, as the training run saw them.
+  model = dict(cfg_dict.get("model", {}))
+  if "pool" in model:  # before model.encoder_kwargs (workdirs of older mtljax)
+    pool = model.pop("pool")
+    if model.get("encoder", "cnn") == "cnn" and pool != "max":
+      model["encoder_kwargs"] = {**model.get("encoder_kwargs", {}),
+                                 "pool": pool}
+    cfg_dict = {**cfg_dict, "model": model}
   try:
     return config_lib.validate(ml_collections.ConfigDict(cfg_dict))
   except ConfigError as e:

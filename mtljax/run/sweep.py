@@ -30,10 +30,11 @@ def check_overrides(points: list[dict], overrides: dict) -> None:
   swept = {k for p in points for k in p}
   clash = sorted(swept & set(overrides))
   if clash:
+    values = [p[clash[0]] for p in points if clash[0] in p]
     raise config_lib.ConfigError(
-        f"--config.{clash[0]} is set by every point of this sweep, so the "
-        "override would be ignored; edit get_sweep, or run one point with "
-        "`mtljax train`")
+        f"--config.{clash[0]} is set by points of this sweep (values "
+        f"{', '.join(map(repr, values))}), so the override would be ignored; "
+        "edit get_sweep, or run one point with `mtljax train`")
 
 
 def run_sweep(base, points: list[dict], workdir: str,

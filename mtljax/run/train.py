@@ -188,10 +188,12 @@ def train_and_evaluate(config, workdir: str, condition: dict | None = None,
         errno.ENOSPC, f"the disk holding workdir {workdir} is full; {kept}. "
         "Free some space and run the same command again to resume") from None
   finally:
+    if lead:
+      # While the lock is held: a process that starts now is refused, not
+      # left holding a lock file that we delete.
+      workdir_lib.remove_if_only_lock(workdir, created)
     if lock:
       lock.__exit__(None, None, None)
-    if lead:
-      workdir_lib.remove_if_only_lock(workdir, created)
 
 
 def _num_devices(config) -> int:
