@@ -350,6 +350,11 @@ def _train(config, workdir, condition, lead, spec):
       if is_ckpt:
         save(done)
       out.progress(done)
+  except BaseException:
+    # Halt, preemption, a full disk: release orbax's manager (its threads and
+    # files) for an in-process caller such as a notebook, then re-raise.
+    ckpt.close()
+    raise
   finally:
     if old_handler is not None:
       signal.signal(signal.SIGTERM, old_handler)
