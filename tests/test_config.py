@@ -114,3 +114,19 @@ def test_component_names_come_from_the_registries(field, value):
   with pytest.raises(config_lib.ConfigError,
                      match=f"config.{field}={value!r} is not a registered"):
     config_lib.load_config(f"{E1}:smoke", [f"{field}={value}"])
+
+
+def test_reproduce_finds_the_experiments_or_says_where_it_looked(tmp_path,
+                                                                 monkeypatch):
+  from mtljax.study import reproduce  # pylint: disable=g-import-not-at-top
+  monkeypatch.delenv("MTLJAX_EXPERIMENTS", raising=False)
+  monkeypatch.chdir(tmp_path)  # no ./experiments: the checkout's is found
+  assert os.path.isfile(os.path.join(reproduce.experiments_dir(),
+                                     "e1_mtl_vs_stl.py"))
+  with pytest.raises(config_lib.ConfigError,
+                     match="looked in /nonexistent.*--experiments DIR"):
+    reproduce.experiments_dir("/nonexistent")
+  with pytest.raises(config_lib.ConfigError):
+    reproduce.reproduce("smoke", str(tmp_path / "w"),
+                        experiments=str(tmp_path))
+  assert not (tmp_path / "w").exists()  # nothing created on a bad call

@@ -275,7 +275,7 @@ def reproduce(mode: str, workdir: str, only=None,
   Returns:
     The verdicts (also written to workdir/verdicts.json and VERDICTS.md).
   """
-  os.makedirs(workdir, exist_ok=True)
+  exp_root = experiments_dir(experiments)
   summaries, times = {}, {}
   selected = [e for e in EXPERIMENTS if not only or e[0] in only]
   if only and len(selected) != len(only):
@@ -284,11 +284,11 @@ def reproduce(mode: str, workdir: str, only=None,
         f"{[e[0] for e in EXPERIMENTS]}")
   # Validate every experiment and sweep before the first one trains.
   plans = []
-  exp_root = experiments_dir(experiments)
   for name, path, baseline in selected:
     spec = f"{os.path.join(exp_root, path)}:{mode}"
     plans.append((name, baseline, config_lib.load_config(spec),
                   config_lib.load_sweep(spec)))
+  os.makedirs(workdir, exist_ok=True)  # only once every plan is valid
   for name, baseline, cfg, points in plans:
     t0 = time.perf_counter()
     exp_dir = os.path.join(workdir, cfg.name)
