@@ -77,3 +77,33 @@ class FakeSource:
 
   def __getitems__(self, keys):
     return [self.records[k] for k in keys]
+
+
+class Stop(Exception):
+  """Raised by `interrupted_at`'s batch feed: a run killed mid-training."""
+
+
+def interrupted_at(monkeypatch, step: int):
+  """Context: training raises Stop when it asks for the batch of `step`.
+
+  Use `with pytest.raises(Stop), interrupted_at(mp, 6): train(...)`; the
+  real feed is back once the block exits, so the same command then resumes.
+  """
+  import contextlib  # pylint: disable=g-import-not-at-top
+  from mtljax.data import pipeline  # pylint: disable=g-import-not-at-top
+  real = pipeline.TrainPipeline.batches
+
+  def stopping(self, start):
+    for i, b in enumerate(real(self, start)):
+      if start + i == step:
+        raise Stop()
+      yield b
+
+  @contextlib.contextmanager
+  def patched():
+    monkeypatch.setattr(pipeline.TrainPipeline, "batches", stopping)
+    try:
+      yield
+    finally:
+      monkeypatch.setattr(pipeline.TrainPipeline, "batches", real)
+  return patched()

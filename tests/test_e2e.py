@@ -15,6 +15,7 @@ import pytest
 from mtljax import cli
 from mtljax import config as config_lib
 from mtljax.run import train
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 E1 = os.path.join(ROOT, "experiments", "e1_mtl_vs_stl.py")
@@ -52,10 +53,6 @@ def test_tiny_run_writes_results_logs_and_checkpoints(smoke_data_dir, tmp_path):
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["3", "6"]
 
 
-class _Stop(Exception):
-  pass
-
-
 def test_interrupted_and_resumed_equals_uninterrupted(smoke_data_dir, tmp_path,
                                                       monkeypatch):
   cfg = smoke_config("train.steps=8", "train.eval_every=2",
@@ -63,18 +60,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(smoke_data_dir, tmp_path,
   full = train.train_and_evaluate(cfg, str(tmp_path / "full"))
 
   # Interrupt after step 6 (past the checkpoint at 4): steps 5-6 are redone.
-  real = train.data_lib.TrainPipeline.batches
 
-  def stopping(self, start):
-    for i, b in enumerate(real(self, start)):
-      if start + i == 6:
-        raise _Stop()
-      yield b
-
-  monkeypatch.setattr(train.data_lib.TrainPipeline, "batches", stopping)
-  with pytest.raises(_Stop):
+  with pytest.raises(helpers.Stop), helpers.interrupted_at(monkeypatch, 6):
     train.train_and_evaluate(cfg, str(tmp_path / "resumed"))
-  monkeypatch.setattr(train.data_lib.TrainPipeline, "batches", real)
   resumed = train.train_and_evaluate(cfg, str(tmp_path / "resumed"))
   strip = lambda r: [{k: v for k, v in run.items()} for run in r["runs"]]
   assert json.dumps(strip(full), sort_keys=True) == json.dumps(

@@ -20,6 +20,7 @@ from mtljax.core import run_map as run_map_lib
 from mtljax.run import checkpoint as ckpt_lib
 from mtljax.run import evaluate
 from mtljax.run import train
+from tests import helpers
 from tests.helpers import fake_batch, step_setup, tiny_model_cfg
 from tests.test_e2e import smoke_config
 
@@ -198,10 +199,6 @@ def test_vmap_and_scan_runs_agree(scan_run, tmp_path):
                                    rtol=1e-4)
 
 
-class _Stop(Exception):
-  pass
-
-
 def test_batch_statistics_are_checkpointed_and_resume_is_exact(
     smoke_data_dir, tmp_path, monkeypatch):
   cfg = _bn_config("train.steps=8", "train.eval_every=2",
@@ -209,19 +206,10 @@ def test_batch_statistics_are_checkpointed_and_resume_is_exact(
   full = train.train_and_evaluate(cfg, str(tmp_path / "full"))
 
   # Interrupted after step 6 (past the checkpoint at 4): steps 5-6 redone.
-  real = train.data_lib.TrainPipeline.batches
-
-  def stopping(self, start):
-    for i, b in enumerate(real(self, start)):
-      if start + i == 6:
-        raise _Stop()
-      yield b
 
   wd = tmp_path / "resumed"
-  monkeypatch.setattr(train.data_lib.TrainPipeline, "batches", stopping)
-  with pytest.raises(_Stop):
+  with pytest.raises(helpers.Stop), helpers.interrupted_at(monkeypatch, 6):
     train.train_and_evaluate(cfg, str(wd))
-  monkeypatch.setattr(train.data_lib.TrainPipeline, "batches", real)
   assert sorted(os.listdir(wd / "checkpoints")) == ["4"]
 
   # The checkpoint holds the statistics of step 4: moved from their initial
