@@ -38,10 +38,16 @@ _LAZY = {
     "report": ("mtljax.run.api", "report"),
 }
 
-__all__ = list(_LAZY)
+# Subpackages reachable as attributes (`mtljax.tasks.Binary`,
+# `mtljax.data.register_arrays`) without an explicit import.
+_SUBPACKAGES = ("config", "data", "tasks")
+
+__all__ = list(_LAZY) + list(_SUBPACKAGES)
 
 
 def __getattr__(name: str):
+  if name in _SUBPACKAGES:
+    return importlib.import_module(f"mtljax.{name}")
   if name not in _LAZY:
     # An AttributeError also lets `from mtljax import <submodule>` fall back
     # to importing the submodule.

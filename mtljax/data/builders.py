@@ -159,7 +159,8 @@ def dataset_spec(name: str, split_sizes=None) -> DatasetSpec:
                      image_shape=tuple(entry.image_shape),
                      split_sizes=dict(zip(SPLITS, sizes)),
                      task_types=tuple(entry.task_types or (
-                         ("binary",) * len(entry.task_names))))
+                         ("binary",) * len(entry.task_names))),
+                     tasks=tuple(entry.tasks or ()))
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> str:

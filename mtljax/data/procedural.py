@@ -54,6 +54,11 @@ class _ProceduralBuilder(tfds.core.GeneratorBasedBuilder,
   }
   TASK_NAMES: tuple[str, ...] = ()
   CHUNK_SIZE = 1000  # The generator's chunk size (for prefix stability).
+  # The built-in binary datasets store int8 labels (-1 = "?"), as they always
+  # have. Datasets with multiclass or regression tasks store float32 labels
+  # (class index or value; -1 or NaN = "?", see `mtljax.tasks.types`).
+  LABEL_DTYPE = np.int8
+  TASKS: tuple = ()  # `mtljax.tasks.Task`s; () means all binary.
 
   @tfds.core.utils.classproperty
   @classmethod
@@ -77,7 +82,7 @@ class _ProceduralBuilder(tfds.core.GeneratorBasedBuilder,
             "image": tfds.features.Tensor(shape=self._image_shape(),
                                           dtype=np.uint8),
             "labels": tfds.features.Tensor(shape=(len(self.TASK_NAMES),),
-                                           dtype=np.int8),
+                                           dtype=self.LABEL_DTYPE),
             "index": tfds.features.Scalar(dtype=np.int64),
         }),
         # Record i must be example i: prefix stability and the `index` check
@@ -101,10 +106,17 @@ class _ProceduralBuilder(tfds.core.GeneratorBasedBuilder,
         rng = np.random.default_rng(
             [DATA_SEED, SPLITS.index(split), chunk, _SALT_MISSING])
         missing = rng.random((self.CHUNK_SIZE, labels.shape[1])) < rate
-        labels = np.where(missing[:len(labels)], -1, labels).astype(np.int8)
+        labels = np.where(missing[:len(labels)], self._missing_value(),
+                          labels).astype(self.LABEL_DTYPE)
       for image, label in zip(images, labels):
         yield index, {"image": image, "labels": label, "index": index}
         index += 1
+
+
+  def _missing_value(self) -> np.ndarray:
+    """[T]: how "?" is stored per task (-1; NaN for regression)."""
+    return np.array([np.nan if t.type == "regression" else -1
+                     for t in self.TASKS] or -1, np.float64)
 
 
 def _config(name: str, description: str, **kw) -> ProceduralConfig:
