@@ -82,6 +82,15 @@ def _overrides_dict(overrides: list[str]) -> dict:
   return out
 
 
+def _report_metrics() -> tuple[str, ...]:
+  """Every metric of a registered task type, and "primary"."""
+  from mtljax import registry  # pylint: disable=g-import-not-at-top
+  names = registry.TASK_TYPES.names()  # Imports the built-in types (light).
+  return tuple(dict.fromkeys(
+      m for n in names for m in registry.TASK_TYPES.get(n).metrics)) + (
+          "primary",)
+
+
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="mtljax", epilog=_EPILOG,
@@ -124,9 +133,9 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("dirs", nargs="+", help="workdirs or sweep directories")
   r.add_argument("--out", default=None,
                  help="output directory (default: the first DIR)")
-  r.add_argument("--metric", default=None,
-                 choices=("auc", "ap", "acc", "loss"),
-                 help="default: the runs' selection metric")
+  r.add_argument("--metric", default=None, choices=_report_metrics(),
+                 help="default: the runs' selection metric, or each task's "
+                 "primary metric (AUC, accuracy, R²) for mixed task types")
   # None, not "stl": an arm named explicitly must exist, while the default
   # may simply not apply (then the report only notes it).
   r.add_argument("--baseline", default=None,

@@ -131,9 +131,23 @@ def _edit(change):
      "run 2: seed, learning_rate or param_count is not a number"),
     (_edit(lambda r: r["runs"][2].__setitem__("learning_rate", "fast")),
      "run 2: seed, learning_rate or param_count is not a number"),
+    (_edit(lambda r: r.__setitem__("selection_metric", "f1")),
+     "selection_metric 'f1' is not one of"),
+    (_edit(lambda r: r["dataset"].__setitem__("tasks", [
+        {"name": "a", "type": "ordinal"}, {"name": "b", "type": "binary"}])),
+     "dataset.tasks[0] is not a valid task"),
+    (_edit(lambda r: r["dataset"].__setitem__("tasks", [
+        {"name": "a", "type": "multiclass"}, {"name": "b", "type": "binary"}])),
+     "dataset.tasks[0] is not a valid task"),
+    (_edit(lambda r: r["dataset"].__setitem__("tasks", [
+        {"name": "b", "type": "binary"}, {"name": "a", "type": "binary"}])),
+     "differ from dataset.task_names"),
+    (_edit(lambda r: r["dataset"].__setitem__("tasks", "binary")),
+     "dataset.tasks is not a non-empty list"),
 ], ids=["truncated", "no_runs", "run_lacks_test", "condition_list",
         "per_task_list", "task_metrics_number", "metric_string", "seed_list",
-        "lr_string"])
+        "lr_string", "selection_metric", "unknown_task_type",
+        "multiclass_without_k", "task_order", "tasks_string"])
 def test_corrupt_sweep_point_names_the_file(tmp_path, capsys, corrupt, match):
   sweep = tmp_path / "sweep"
   for w in (4, 64):
@@ -173,4 +187,29 @@ def test_existing_baselines_and_default_still_report(tmp_path, capsys):
   assert cli.main(["report", wd2]) == 0
   md = open(os.path.join(wd2, "report.md")).read()
   assert "baseline arm 'stl' not present" in md
+  assert "Traceback" not in capsys.readouterr().err
+
+
+def test_task_types_that_differ_within_a_condition(tmp_path, capsys):
+  mtl, stl = _results(arms=("mtl",)), _results(arms=("stl",))
+  mtl["dataset"]["tasks"] = [{"name": "a", "type": "binary"},
+                             {"name": "b", "type": "binary"}]
+  stl["dataset"]["tasks"] = [{"name": "a", "type": "binary"},
+                             {"name": "b", "type": "regression", "loss": "mse"}]
+  first = _write(tmp_path / "mtl", mtl)
+  second = _write(tmp_path / "stl", stl)
+  line = _fails(capsys, tmp_path, [first, second, "--out",
+                                   str(tmp_path / "out")])
+  assert "task types" in line and "differ" in line and second in line
+
+
+def test_selection_metric_primary_is_accepted(tmp_path, capsys):
+  r = _results()
+  r["selection_metric"] = "primary"
+  wd = _write(tmp_path / "wd", r)
+  assert cli.main(["report", wd]) == 0
+  md = open(os.path.join(wd, "report.md")).read()
+  # Binary tasks: the primary metric is AUC, and the tables read as AUC.
+  assert "| task | Δ AUC |" in md and "validation primary metric" in md
+  assert md.count("Test AUC (higher is better).") == 1
   assert "Traceback" not in capsys.readouterr().err

@@ -28,7 +28,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mtljax.analysis.report_md import METRIC_NAMES
+from mtljax.analysis.report_md import summary_label
+from mtljax.analysis.report_md import task_labels
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 Series = tuple[Sequence[float], Sequence[float], Sequence[float]]
@@ -238,7 +239,7 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
   """
   os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
   metric, base = summary["metric"], summary["baseline"]
-  name = METRIC_NAMES.get(metric, metric)
+  name = summary_label(summary)
   conds = summary["conditions"]
   arm_names = dict.fromkeys(a for c in conds for a in c["arms"])
   colors = {a: _COLORS[i % len(_COLORS)] for i, a in enumerate(arm_names)}
@@ -271,11 +272,14 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
     if len(cs) > max_bars_per_experiment:
       cs = [cs[0], cs[-1]]
     for c in cs:
-      tasks = list(c["task_names"])
+      tasks = list(c["task_metrics"])  # the reported tasks
+      labels = task_labels(c)  # {task: metric} when the tasks' metrics differ
       series = {a: _ci_series([d["test"]["per_task"][t] for t in tasks]
                               + [d["test"]["mean"]])
                 for a, d in c["arms"].items()}
-      jobs.append((per_task_bars, (tasks + ["mean"], series),
+      groups = ([f"{t} ({labels[t]})" for t in tasks] if labels
+                else tasks) + ["mean"]
+      jobs.append((per_task_bars, (groups, series),
                    _slug(exp, c["label"], metric, "per_task") + ".png",
                    dict(colors=colors, ylabel=f"test {name}",
                         title=f"{exp} — {c['label']}: test {name} per task "

@@ -4,6 +4,10 @@ Split from report.py: `load_results` finds the files (workdirs, sweep trees,
 or the files themselves) and checks each one's keys and types up front, so
 that a corrupt or hand-edited file is reported by name (as a ReportError)
 instead of failing deep inside the statistics.
+
+`dataset.tasks` (one `Task.to_json()` dict per task, in order) gives each
+task's type; results.json files written before task types lack it, and then
+every task is binary. `task_objects(r)` reads it either way.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import os
 import re
 
 from mtljax import errors
-from mtljax.tasks import metrics as metrics_lib
+from mtljax import registry
+from mtljax.tasks import types as task_types
 
 SCHEMA_VERSION = 1
 _RUN_KEYS = ("arm", "mode", "seed", "learning_rate", "val", "test")
@@ -25,6 +30,44 @@ _MOVED_ASIDE = re.compile(r"\.old(\.\d+)?$")
 
 
 ReportError = errors.ReportError
+
+
+def known_metrics() -> tuple[str, ...]:
+  """Every metric of a registered task type, in registration order."""
+  return tuple(dict.fromkeys(
+      m for n in registry.TASK_TYPES.names()
+      for m in registry.TASK_TYPES.get(n).metrics))
+
+
+def task_objects(r: dict) -> list[task_types.Task]:
+  """The Tasks of a results dict: `dataset.tasks`, or all binary (old files).
+
+  Raises:
+    ReportError: naming the source, if a task entry is not a valid Task.
+  """
+  ds = r.get("dataset") or {}
+  if ds.get("tasks") is None:
+    names = ds.get("task_names") or list(r["runs"][0]["test"]["per_task"])
+    return [task_types.Binary(n) for n in names]
+  problem = _bad_tasks(ds["tasks"])
+  if problem:
+    raise ReportError(f"{r.get('source', '<in memory>')}: malformed "
+                      f"results.json, {problem}")
+  return [task_types.Task.from_json(d) for d in ds["tasks"]]
+
+
+def _bad_tasks(tasks) -> str | None:
+  """What is wrong with a `dataset.tasks` value, or None."""
+  if not isinstance(tasks, list) or not tasks:
+    return "dataset.tasks is not a non-empty list"
+  for i, d in enumerate(tasks):
+    if not isinstance(d, dict):
+      return f"dataset.tasks[{i}] is not an object"
+    try:
+      task_types.Task.from_json(d)
+    except (TypeError, ValueError) as e:  # ConfigError is a ValueError
+      return f"dataset.tasks[{i}] is not a valid task ({e})"
+  return None
 
 
 def load_results(paths) -> list[dict]:
@@ -106,9 +149,18 @@ def _malformed(r: dict) -> str | None:
   if tasks is not None and not (isinstance(tasks, list)
                                 and all(isinstance(t, str) for t in tasks)):
     return "dataset.task_names is not a list of strings"
+  if (r.get("dataset") or {}).get("tasks") is not None:
+    problem = _bad_tasks(r["dataset"]["tasks"])
+    if problem:
+      return problem
+    names = [d["name"] for d in r["dataset"]["tasks"]]
+    if tasks is not None and names != tasks:
+      return (f"dataset.tasks names {names} differ from dataset.task_names "
+              f"{tasks}")
   sel = r.get("selection_metric")
-  if sel is not None and sel not in metrics_lib.METRICS:
-    return f"selection_metric {sel!r} is not one of {metrics_lib.METRICS}"
+  allowed = (task_types.PRIMARY, *known_metrics())
+  if sel is not None and sel not in allowed:
+    return f"selection_metric {sel!r} is not one of {allowed}"
   if not isinstance(r["runs"], list) or not r["runs"]:
     return "no runs"
   for i, run in enumerate(r["runs"]):

@@ -82,11 +82,12 @@ def sweep(exp: str, field: str, x: list, block: list[dict], start: int
     return test.get("mean_shared", test["mean"])
   def pick_diff(c, a):
     return c["comparisons"][a]["mean"] if a in c["comparisons"] else nan
-  shared = [t for t in block[0]["task_names"]
-            if all(t in c["shared_tasks"] for c in block)]
+  # Over the reported tasks (a metric some tasks lack skips them).
+  reported = list(block[0]["task_metrics"])
+  shared = [t for t in reported if all(t in c["shared_tasks"] for c in block)]
   return {
       "experiment": exp, "field": field, "x": x,
-      "tasks": shared if len(shared) < len(block[0]["task_names"]) else None,
+      "tasks": shared if len(shared) < len(reported) else None,
       "conditions": list(range(start, start + len(block))),
       "arms": {a: {k: [pick(c, a)[k] for c in block]
                    for k in ("mean", "lo", "hi")} for a in arms},

@@ -23,10 +23,12 @@ from mtljax.config.schema import describe_differences
 from mtljax.config.schema import differences
 from mtljax.config.schema import flatten_dict
 from mtljax.config.schema import open_kwargs
+from mtljax.config.schema import tfds_options
 from mtljax.config.schema import to_dict
 from mtljax.config.schema import validate
 
 __all__ = [
+    "tfds_options",
     "COSMETIC_FIELDS", "ConfigError", "Hyper", "MISSING_POLICIES",
     "OPEN_FIELDS", "RUN_MAPS", "apply_overrides", "default_config",
     "describe_differences", "differences", "flatten_dict", "load_config",

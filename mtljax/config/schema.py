@@ -51,6 +51,20 @@ def default_config() -> ml_collections.ConfigDict:
   c.data.label_budget = (-1,)       # per task (or one value): labelled examples; -1: all
   c.data.shuffle_tasks = ()         # task indices whose labels are shuffled (Caruana)
   c.data.split_sizes = ()           # (train, val, test) to build; (): the dataset's default
+  # Hold the training images in memory ("auto": when at most 1 GiB of uint8)
+  # or stream each batch's records from the files; the batches are the same.
+  c.data.in_memory = "auto"         # "auto", "always", "never"
+  # For data.name = "tfds:<name>": a TFDS dataset prepared once with
+  # `tfds build <name> --file_format=array_record` (see the README).
+  c.data.tfds = ml_collections.ConfigDict()
+  # (feature path pattern, task type) pairs, e.g. (("attributes/*", "binary"),)
+  # for celeb_a's 40 attributes or (("label", "multiclass"),).
+  c.data.tfds.tasks = ()
+  c.data.tfds.image = "image"       # the image feature's path
+  c.data.tfds.resize = ()           # (H, W) to resize to; (): as stored
+  # (our split, TFDS split) pairs, e.g. (("validation", "train[90%:]"),);
+  # splits not listed keep their names.
+  c.data.tfds.splits = ()
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "hps"              # registry.ARCHITECTURES: "hps" (all shared)
@@ -91,9 +105,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.checkpoint_every = 200
   c.train.keep_checkpoints = 2
-  # Validation metric that selects each run's best checkpoint: "auc", "ap",
-  # "acc" (higher is better) or "loss" (lower); "": the task type's primary
-  # metric (AUC for binary tasks), resolved when the run starts.
+  # Validation metric that selects each run's best checkpoint: a metric every
+  # task has ("auc", "ap", "acc", "loss" for binary tasks; "r2", "mse", ...;
+  # lower-is-better ones are negated), or "primary": the mean over the run's
+  # tasks of each task's own primary metric (AUC, accuracy, R²), the scalar
+  # for mixed task types. "": the tasks' common primary metric (AUC for
+  # binary tasks), or "primary" for mixed types, resolved when a run starts.
   c.train.selection_metric = ""
   c.train.nonfinite_policy = "halt"  # "halt" or "skip"
   # Under "skip": warn (log, results.json, report.md) when a run skipped more
@@ -119,7 +136,7 @@ _CHOICES = {
     "modes": ("mtl", "stl", "stl_matched"),
     "model.dtype": ("float32", "bfloat16"),
     "loss.missing_policies": MISSING_POLICIES,
-    "train.selection_metric": ("", "auc", "ap", "acc", "loss"),
+    "data.in_memory": ("auto", "always", "never"),
     "train.nonfinite_policy": ("halt", "skip"),
     "train.progress": ("auto", "bar", "log", "none"),
     "train.run_map": ("auto",) + RUN_MAPS,
@@ -151,7 +168,7 @@ _NON_NEGATIVE = ("seed", "num_devices", "model.head_hidden",
 # resume, or a rerun into a finished workdir, with other values of these is
 # allowed. nonfinite_policy only acts once a step is non-finite, and a halted
 # run is meant to be resumed with "skip" (the halt message says so).
-COSMETIC_FIELDS = ("name", "data.data_dir", "train.progress",
+COSMETIC_FIELDS = ("name", "data.data_dir", "data.in_memory", "train.progress",
                    "train.log_every", "arm_suffix", "train.run_map",
                    "train.nonfinite_policy", "train.keep_checkpoints",
                    "train.warn_skipped_share")
@@ -348,6 +365,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError("config.stl_tasks must hold distinct task indices "
                       f"(integers >= 0); got {out.stl_tasks!r}")
   _check_partitions(out)
+  _check_selection_metric(out)
+  _check_tfds(out)
   for k in out.data.shuffle_tasks:
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:
       raise ConfigError("config.data.shuffle_tasks must hold task indices "
@@ -374,6 +393,56 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     raise ConfigError(f"config.train.batch_size={out.train.batch_size} is not "
                       f"divisible by config.num_devices={out.num_devices}")
   return out
+
+
+def _check_selection_metric(cfg) -> None:
+  from mtljax import registry  # pylint: disable=g-import-not-at-top
+  metric = cfg.train.selection_metric
+  known = ["", "primary"] + sorted({
+      m for n in registry.TASK_TYPES.names()
+      for m in registry.TASK_TYPES.get(n).metrics})
+  if metric not in known:
+    raise ConfigError(f"config.train.selection_metric={metric!r} is not one of "
+                      f"{tuple(known)}")
+
+
+def _pairs(cfg, field: str) -> None:
+  value = cfg.data.tfds[field]
+  if not all(isinstance(p, (tuple, list)) and len(p) == 2
+             and all(isinstance(x, str) and x for x in p) for p in value):
+    raise ConfigError(f"config.data.tfds.{field} must be (name, value) pairs "
+                      f"of strings; got {value!r}")
+
+
+def _check_tfds(cfg) -> None:
+  """config.data.tfds: needed (and only meaningful) for "tfds:" names."""
+  is_tfds = cfg.data.name.startswith("tfds:")
+  for field in ("tasks", "splits"):
+    _pairs(cfg, field)
+  if is_tfds and not cfg.data.tfds.tasks:
+    raise ConfigError(
+        f"config.data.name={cfg.data.name!r} needs config.data.tfds.tasks: "
+        "(feature path pattern, task type) pairs, e.g. "
+        "((\"attributes/*\", \"binary\"),)")
+  resize = cfg.data.tfds.resize
+  if resize and not (len(resize) == 2 and all(
+      isinstance(n, int) and not isinstance(n, bool) and n > 0
+      for n in resize)):
+    raise ConfigError(f"config.data.tfds.resize must be () or (H, W) positive "
+                      f"integers; got {resize!r}")
+  if not is_tfds and cfg.data.tfds.tasks:
+    raise ConfigError(
+        f"config.data.tfds.tasks is set but config.data.name="
+        f"{cfg.data.name!r} is not a TFDS dataset (\"tfds:<name>\")")
+
+
+def tfds_options(cfg) -> dict | None:
+  """config.data.tfds as the mapping `data.open_split` takes (None if unset)."""
+  if not cfg.data.name.startswith("tfds:"):
+    return None
+  t = cfg.data.tfds
+  return {"tasks": dict(t.tasks), "image": t.image,
+          "resize": tuple(t.resize), "splits": dict(t.splits)}
 
 
 def _is_index(k) -> bool:

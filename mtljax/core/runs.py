@@ -113,13 +113,16 @@ def partition_of(mode: str, num_tasks: int, stl_tasks=()) -> list[tuple]:
   return [(k,) for k in (stl_tasks or range(num_tasks))]
 
 
-def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
+def build_programs(config: Any, image_shape, num_tasks: int,
+                   tasks=None) -> list[Program]:
   """The programs (one per distinct width) that a config trains.
 
   Args:
     config: a validated config.
     image_shape: (H, W, C).
     num_tasks: T.
+    tasks: the T Tasks (heads sized per task, for "stl_matched"); None: all
+      one output.
 
   Returns:
     Programs in a fixed order; "mtl", "stl" and `config.partitions` share
@@ -136,7 +139,8 @@ def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
   policies = config.loss.missing_policies
   arms = []
   for mode in config.modes:
-    width = (models.matched_stl_width(config.model, image_shape, num_tasks)
+    width = (models.matched_stl_width(config.model, image_shape,
+                                      tasks or num_tasks)
              if mode == "stl_matched" else config.model.width)
     arms.append((mode + config.arm_suffix, width,
                  partition_of("mtl" if mode == "mtl" else "stl", num_tasks,
@@ -155,7 +159,7 @@ def build_programs(config: Any, image_shape, num_tasks: int) -> list[Program]:
   return programs
 
 
-def group_param_counts(program: Program, image_shape, num_tasks: int
+def group_param_counts(program: Program, image_shape, num_tasks
                        ) -> list[int]:
   """Parameter count of each group's network (heads outside it excluded)."""
   return [models.count_params(program.model_cfg, image_shape, num_tasks,

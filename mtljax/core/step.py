@@ -29,6 +29,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -44,16 +45,19 @@ from mtljax.core import optim
 make_optimizer = optim.make_optimizer
 
 
-def apply_missing_policy(labels, mask, policy):
+def apply_missing_policy(labels, mask, policy, is_binary=None):
   """How a run treats "?" labels (the missing-labels ablation).
 
   Args:
-    labels: [B, T] 0/1 labels (values under mask=False are ignored).
+    labels: [B, T] labels (values under mask=False are ignored).
     mask: [B, T] bool observed-label mask.
     policy: "mask" (the lecture's rule: skip "?"), "negative" ("?" counts as a
       0 label) or "drop" (drop every example with any "?"); or its index in
       MISSING_POLICIES as a (traced) integer, so that runs with different
       policies can share one vmapped step.
+    is_binary: [T] bool, the tasks that "negative" applies to (a "?" of a
+      multiclass or regression task has no "negative" value; the config
+      check refuses that policy for such tasks). None: every task.
 
   Returns:
     (labels, mask, example_weight): example_weight [B] is 1 for examples that
@@ -67,6 +71,8 @@ def apply_missing_policy(labels, mask, policy):
   keep = mask.all(axis=-1)
   labels = jnp.where(mask, labels, 0)
   negative = policy == 1
+  if is_binary is not None and not np.all(is_binary):
+    negative = negative & jnp.asarray(is_binary)[None, :]
   drop = policy == 2
   eff_mask = jnp.where(negative, True, mask & jnp.where(drop, keep, True)[:, None])
   weight = jnp.where(drop, keep.astype(jnp.float32), 1.0)
@@ -74,8 +80,11 @@ def apply_missing_policy(labels, mask, policy):
 
 
 def run_loss(graphdef, params, model_state, spec, batch, rng, *,
-             normalize: str, deterministic: bool = False):
+             normalize: str, deterministic: bool = False, tasks=None):
   """One run's loss on one batch, restricted to the run's task group.
+
+  `tasks` (the dataset's `mtljax.tasks.Task`s) gives each task's loss;
+  None means every task is binary (the lecture's masked logistic loss).
 
   Returns:
     (loss, (per_task_loss [T], new_model_state)): the form that
@@ -83,25 +92,31 @@ def run_loss(graphdef, params, model_state, spec, batch, rng, *,
     network's non-parameter state after the forward pass (BatchNorm's
     running statistics move in training mode).
   """
+  is_binary = None if tasks is None else np.array(
+      [t.type == "binary" for t in tasks])
   labels, mask, weight = apply_missing_policy(batch["labels"], batch["mask"],
-                                              spec["missing_policy"])
+                                              spec["missing_policy"], is_binary)
   # The task group enters only through the mask: tasks outside the group get
   # exactly zero loss and gradient, so the run *is* a network for its group.
   mask = mask & (spec["task_mask"] > 0)
   logits, new_model_state = models.apply(
       graphdef, params, model_state, batch["image"], rng=rng,
       deterministic=deterministic)
-  loss = losses.masked_sigmoid_cross_entropy(logits, labels, mask, normalize)
+  if tasks is None:
+    loss = losses.masked_sigmoid_cross_entropy(logits, labels, mask, normalize)
+    per_task = losses.masked_sigmoid_cross_entropy_per_task(logits, labels,
+                                                            mask)
+  else:
+    loss, per_task = losses.task_losses(logits, labels, mask, tasks, normalize)
   if normalize == "per_example":
     # (1/m) over the examples kept, not over the batch: dropping examples must
     # not also shrink the effective learning rate. (weight is all ones unless
     # the run drops examples, and then this is a no-op for other policies.)
     loss = loss * weight.shape[0] / jnp.maximum(weight.sum(), 1.0)
-  per_task = losses.masked_sigmoid_cross_entropy_per_task(logits, labels, mask)
   return loss, (per_task, new_model_state)
 
 
-def make_run_grads(graphdef, *, normalize: str) -> Callable:
+def make_run_grads(graphdef, *, normalize: str, tasks=None) -> Callable:
   """One run's gradients: (params, model_state, spec, batch, step) -> ...
 
   Returns `(grads, new_model_state, metrics)`; metrics["nonfinite"] is 1
@@ -116,7 +131,7 @@ def make_run_grads(graphdef, *, normalize: str) -> Callable:
 
     def loss_fn(p):
       return run_loss(graphdef, p, model_state, spec, batch, rng,
-                      normalize=normalize)
+                      normalize=normalize, tasks=tasks)
 
     (loss, (per_task, new_model_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(params)
@@ -145,7 +160,7 @@ def make_run_update(tx: optax.GradientTransformation) -> Callable:
 
 
 def make_run_step(graphdef, tx: optax.GradientTransformation, *,
-                  normalize: str) -> Callable:
+                  normalize: str, tasks=None) -> Callable:
   """The step for ONE run.
 
   `(params, opt_state, model_state, spec, batch, step) -> (params,
@@ -154,7 +169,7 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
   reported in the metrics ("nonfinite"); the loop decides whether that halts
   training or is counted and skipped.
   """
-  run_grads = make_run_grads(graphdef, normalize=normalize)
+  run_grads = make_run_grads(graphdef, normalize=normalize, tasks=tasks)
   run_update = make_run_update(tx)
 
   def run_step(params, opt_state, model_state, spec, batch, step):
@@ -176,7 +191,8 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
 
 
 def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
-                    donate: bool = True, run_map: str = "vmap") -> Callable:
+                    donate: bool = True, run_map: str = "vmap",
+                    tasks=None) -> Callable:
   """The compiled, data-parallel step over all runs.
 
   Args:
@@ -187,6 +203,8 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     donate: donate the state buffers (in-place update).
     run_map: how runs are mapped: "vmap", "unroll" or "scan"
       (run_map.map_runs).
+    tasks: the dataset's `mtljax.tasks.Task`s (each task's loss and output
+      columns); None: every task is binary with one logit.
 
   Returns:
     jitted `step(state, specs, batch) -> (state, metrics)`. `state` is a
@@ -196,8 +214,10 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
   if run_map not in run_map_lib.RUN_MAPS:
     raise ValueError(f"run_map must be one of {run_map_lib.RUN_MAPS}; got "
                      f"{run_map!r}")
-  run_step = make_run_step(graphdef, tx, normalize=normalize)
-  grads_fn = map_runs(make_run_grads(graphdef, normalize=normalize), "vmap",
+  tasks = None if tasks is None else tuple(tasks)
+  run_step = make_run_step(graphdef, tx, normalize=normalize, tasks=tasks)
+  grads_fn = map_runs(make_run_grads(graphdef, normalize=normalize,
+                                     tasks=tasks), "vmap",
                       (RUN, RUN, RUN, SEED, SHARED))
   update_fn = map_runs(make_run_update(tx), "vmap", (RUN, RUN, RUN, RUN))
 
@@ -240,7 +260,9 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
 
 
 def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap") -> Callable:
-  """Jitted `logits(params, model_state, images[N, ...]) -> [S, G, N, T]`.
+  """Jitted `logits(params, model_state, images[N, ...]) -> [S, G, N, O]`.
+
+  O is the number of head outputs (T when every task has one).
 
   params and model_state have leading [S, G] axes (pass best_params with
   best_model_state); the network runs in inference mode (no dropout,

@@ -12,6 +12,7 @@ TFDS ArrayRecord datasets, `labels` implements label fractions, budgets and
 the shuffle test, `pipeline` reads the splits and feeds training.
 """
 
+from mtljax.data.arrays import register_arrays
 from mtljax.data.builders import build
 from mtljax.data.builders import DATASET_NAMES
 from mtljax.data.builders import dataset_names
@@ -22,6 +23,9 @@ from mtljax.data.builders import DatasetSpec
 from mtljax.data.builders import is_built
 from mtljax.data.builders import resolve_data_dir
 from mtljax.data.pipeline import eval_arrays
+from mtljax.data.pipeline import eval_split
+from mtljax.data.pipeline import EvalSplit
+from mtljax.data.sources import open_split
 from mtljax.data.pipeline import load_split
 from mtljax.data.pipeline import normalize
 from mtljax.data.pipeline import TrainPipeline
@@ -29,5 +33,5 @@ from mtljax.data.pipeline import TrainPipeline
 __all__ = [
     "DATASET_NAMES", "dataset_names", "DatasetEntry", "DatasetSpec", "DataError", "dataset_spec", "build",
     "is_built", "resolve_data_dir", "TrainPipeline", "load_split",
-    "eval_arrays", "normalize",
+    "eval_arrays", "eval_split", "EvalSplit", "open_split", "normalize", "register_arrays",
 ]

@@ -127,7 +127,16 @@ def _split_sizes(name: str, split_sizes) -> tuple[int, int, int]:
     if not is_positive_int(n):
       raise DataError(f"split_sizes[{s!r}] must be a positive integer; "
                       f"got {n!r}")
-  return tuple(int(n) for n in sizes)
+  sizes = tuple(int(n) for n in sizes)
+  if _entry(name).fixed_sizes and sizes != default:
+    # Data registered from arrays has exactly the examples it was given: a
+    # smaller build would not be a prefix of anything the user chose.
+    raise DataError(
+        f"dataset {name!r} has fixed split sizes (those of its arrays, "
+        f"{dict(zip(SPLITS, default))}); split_sizes={split_sizes!r} asks for "
+        f"{dict(zip(SPLITS, sizes))}: leave split_sizes unset, or register "
+        "the arrays you want")
+  return sizes
 
 
 def is_positive_int(n) -> bool:

@@ -248,3 +248,40 @@ def apply_label_controls(labels: np.ndarray, *, seed: int, fraction=None,
   controls = LabelControls(fraction=fraction, budget=budget,
                            shuffle_tasks=tuple(shuffle_tasks))
   return controls.apply(labels, seed, task_names)
+
+
+def apply_typed_label_controls(labels: np.ndarray, observed: np.ndarray, *,
+                               seed: int, fraction=None, budget=None,
+                               shuffle_tasks: Sequence[int] = (),
+                               task_names: Sequence[str] | None = None
+                               ) -> tuple[np.ndarray, np.ndarray]:
+  """`apply_label_controls` for labels of any task type.
+
+  Regression values may be negative, so which labels are observed is given
+  explicitly (`mtljax.tasks.types.observed`) rather than read as labels >= 0.
+  For binary labels stored as int8 (-1 = "?") the result equals
+  `apply_label_controls` exactly, as float32.
+
+  Args:
+    labels: [N, T] stored labels (class index or value; "?" = -1 or NaN).
+    observed: bool [N, T], which stored labels are not "?".
+    seed, fraction, budget, shuffle_tasks, task_names: see
+      `apply_label_controls`.
+
+  Returns:
+    (labels float32 [N, T] with unkept and missing entries set to 0, mask bool
+    [N, T]: True where the label is kept and observed).
+  """
+  labels = _check_labels(labels)
+  observed = np.asarray(observed, bool)
+  # -1 where "?", 0 elsewhere: what the mask functions read as stored labels.
+  proxy = np.where(observed, 0, -1).astype(np.int8)
+  controls = LabelControls(fraction=fraction, budget=budget,
+                           shuffle_tasks=tuple(shuffle_tasks))
+  if controls.shuffle_tasks:
+    # `apply` shuffles the proxy with the same permutation per (seed, task):
+    # a shuffled task keeps its values together with its share of "?".
+    labels = shuffle_task_labels(labels, controls.shuffle_tasks, seed)
+  _, mask = controls.apply(proxy, seed, task_names)
+  with np.errstate(invalid="ignore"):
+    return np.where(mask, labels, 0).astype(np.float32), mask

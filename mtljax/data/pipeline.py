@@ -1,14 +1,21 @@
-"""Reading the built datasets: numpy splits, eval arrays, the grain train feed.
+"""Reading the datasets: the grain train feed, evaluation splits, numpy splits.
 
-Access path. `load_split` reads a split through the builder's TFDS data source
-(`builder.as_data_source(split)`, which is what `tfds.data_source` returns:
-ArrayRecord random access, no TensorFlow) with `__getitems__` in chunks,
-stacks it into numpy arrays and validates it. The
-datasets are small (the default `mtl_scenes` train split is 150 MB of uint8),
-so `TrainPipeline` loads the train split into memory once and grain indexes
-into those arrays: reading a batch is then one numpy gather, instead of
-thousands of record decodes per step, and every seed of a vmapped run shares
-the one copy of the images.
+Access path. Every split of every dataset (built-in, registered from arrays,
+or a prepared TFDS dataset) is a random-access `sources.SplitSource`: for our
+builds, the builder's TFDS data source (`builder.as_data_source(split)`, what
+`tfds.data_source` returns: ArrayRecord random access, no TensorFlow).
+
+No whole split in RAM unless it is small. The labels of the training split
+are read once (they are small: [N, T] float32) and the images are either
+  * held in memory as uint8, when they take at most `IN_MEMORY_BYTES` (the
+    built-in datasets: `mtl_scenes` is 150 MB), so a batch is one numpy
+    gather shared by every seed; or
+  * streamed: each step reads just its batch's records from the files, in
+    grain's prefetch thread. (celeb_a at 64x64 is 2 GB of uint8, and would
+    be 8 GB as float32.)
+`data.in_memory` ("auto", "always", "never") overrides the choice. Both give
+exactly the same batches. Evaluation splits are read in chunks and
+normalised per chunk (`EvalSplit`), never held as float32.
 
 Training order. For each seed s, grain's
 `MapDataset.range(N).shuffle(seed=g(s)).batch(B, drop_remainder=True)
@@ -19,9 +26,10 @@ pure function of (seed, step) and a run resumed at step k sees exactly the
 batches of an uninterrupted run. `g(s)` hashes the seed because grain seeds
 epoch e with seed + e: raw seeds 0 and 1 would share all but one epoch order.
 
-Labels. Seed s trains on `apply_label_controls(stored_train_labels, seed=s,
-...)` (see `labels.py`), a per-seed property of the pipeline: the MTL and
-STL arms of one seed, fed by the same pipeline, see the same labels and masks.
+Labels. Seed s trains on `apply_typed_label_controls(stored_train_labels,
+seed=s, ...)` (see `labels.py`), a per-seed property of the pipeline: the MTL
+and STL arms of one seed, fed by the same pipeline, see the same labels and
+masks. Labels are float32 (0/1, class index or value); "?" is masked.
 
 Images are normalised by `normalize` (x / 255 - 0.5), in training and eval.
 """
@@ -34,12 +42,18 @@ from typing import Callable, Iterator, Sequence
 import grain
 import numpy as np
 
+from mtljax.data import arguments
 from mtljax.data import builders
 from mtljax.data import labels as labels_lib
+from mtljax.data import sources
 from mtljax.data.builders import DataError
+from mtljax.tasks import types as task_types
 
-_READ_CHUNK = 4096  # records per `__getitems__` call when loading a split.
+_READ_CHUNK = 4096  # records per read when a whole split is scanned.
 _SALT_ORDER = 0x6F72_6465  # "orde": seeds the grain shuffle from the run seed.
+# Training images up to this size are held in memory ("auto").
+IN_MEMORY_BYTES = 1 << 30
+IN_MEMORY = ("auto", "always", "never")
 
 
 def normalize(images: np.ndarray) -> np.ndarray:
@@ -53,253 +67,192 @@ def normalize(images: np.ndarray) -> np.ndarray:
       0.5)
 
 
-def _check_split(split: str) -> str:
-  if split not in builders.SPLITS:
-    raise DataError(f"unknown split {split!r}; valid splits: {builders.SPLITS}")
-  return split
-
-
-def _count(value, what: str, limit: int, name: str, split: str) -> int:
-  """Validates an example count: None or -1 means all `limit` examples."""
-  if value is None or (not isinstance(value, bool) and value == -1):
-    return limit
-  if not builders.is_positive_int(value):
-    raise DataError(f"{what} must be a positive integer (or -1/None for all); "
-                    f"got {value!r}")
-  if value > limit:
-    raise DataError(f"{what}={value} exceeds the {limit} examples of "
-                    f"{name} split {split!r}")
-  return int(value)
-
-
 def check_examples(where: str, task_names: Sequence[str], first: int = 0, *,
                    images: np.ndarray | None = None,
-                   labels: np.ndarray | None = None) -> None:
+                   labels: np.ndarray | None = None, tasks=None) -> None:
   """Rejects stored values that a model must never see, naming the first.
-
-  Runs on the values as stored, before they are cast to uint8/int8: a cast
-  would silently turn a NaN pixel or a label of 0.5 into something valid.
 
   Args:
     where: what is being read (dataset, split, directory), for the message.
-    task_names: the label columns' names.
+    task_names: the label columns' names (all binary unless `tasks`).
     first: index of the first example in `images`/`labels`.
     images: [n, H, W, C] pixel values: finite and in [0, 255].
-    labels: [n, T] label values: each -1 ("?"), 0 or 1.
+    labels: [n, T] label values, valid for each task's type or "?".
+    tasks: the Tasks (default: a binary task per name).
 
   Raises:
     DataError: the first bad value, with its example index (and task).
   """
   if images is not None:
-    images = np.asarray(images)
-    if not (images.dtype == np.uint8 or images.size == 0):
-      bad = (images < 0) | (images > 255)
-      if images.dtype.kind in "fc":
-        bad |= ~np.isfinite(images)
-      if bad.any():
-        i = int(np.argwhere(bad)[0][0])
-        value = images[i][bad[i]][0]
-        raise DataError(f"{where}: pixel value {value} at example {first + i} "
-                        "is not a finite value in [0, 255]; rebuild the "
-                        "dataset")
+    sources.check_images(where, images, first)
   if labels is not None:
-    labels = np.asarray(labels)
-    bad = ~np.isin(labels, (-1, 0, 1))
-    if bad.any():
-      i, t = map(int, np.argwhere(bad)[0])
-      raise DataError(f"{where}: label value {labels[i, t]} at example "
-                      f"{first + i}, task {task_names[t]!r} is not one of -1, "
-                      "0, 1")
+    tasks = tasks or tuple(task_types.Task(n) for n in task_names)
+    sources.check_labels(where, tasks, labels, first)
 
 
-def _unreadable(where: str, directory: str, e: Exception) -> DataError:
-  return DataError(f"cannot read {where}: {type(e).__name__}: "
-                   f"{builders.error_text(e)}. The built dataset is corrupt or "
-                   f"incomplete: delete {directory} and it is rebuilt on first "
-                   "use")
+def _open(name, split, data_dir, split_sizes, missing_rate, tfds_options,
+          log) -> sources.SplitSource:
+  return sources.open_split(name, split, data_dir=data_dir,
+                            split_sizes=split_sizes, missing_rate=missing_rate,
+                            tfds_options=tfds_options, log=log)
+
+
+def _scan(source: sources.SplitSource, n: int, images: bool):
+  """Reads the first n examples in chunks: (uint8 images or None, labels)."""
+  spec = source.spec
+  out_images = np.empty((n,) + tuple(spec.image_shape), np.uint8) if (
+      images) else None
+  out_labels = np.empty((n, spec.num_tasks), np.float32)
+  for start in range(0, n, _READ_CHUNK):
+    stop = min(n, start + _READ_CHUNK)
+    x, y = source.read(np.arange(start, stop))
+    if images:
+      out_images[start:stop] = x
+    out_labels[start:stop] = y
+  return out_images, out_labels
 
 
 def load_split(name: str, split: str, data_dir=None, split_sizes=None,
                num_examples: int | None = None, *,
-               missing_rate: float = 0.0,
+               missing_rate: float = 0.0, tfds_options=None,
                log: Callable[[str], None] | None = print) -> dict:
   """Reads (the first `num_examples` of) a split into numpy arrays.
 
-  Builds the dataset first if it is not built yet, and checks the split's
-  files against the checksum recorded at build time before reading them
-  (`builders.verify_split`; a build without recorded checksums gets them on
-  this first read).
+  Builds the dataset first if mtljax builds it and it is not built yet, and
+  checks the split's files against the checksum recorded at build time.
 
   Args:
-    name: one of `DATASET_NAMES`.
+    name: a registered dataset, or "tfds:<name>".
     split: "train", "validation" or "test".
     data_dir: see `resolve_data_dir`.
     split_sizes: which build to read: None (defaults), {split: n} or 3 ints.
     num_examples: read only the first n examples (None or -1: all).
     missing_rate: which build to read (see `builders.build`).
+    tfds_options: for "tfds:" names, the `config.data.tfds` block.
     log: receives the "building ..." line if a build happens.
 
   Returns:
-    {"image": uint8 [N, H, W, C], "labels": int8 [N, T] in {-1, 0, 1}}.
+    {"image": uint8 [N, H, W, C], "labels": [N, T]}: labels as stored, int8
+    in {-1, 0, 1} for a dataset of binary tasks, else float32 (class index
+    or value; "?" = -1 or NaN).
 
   Raises:
     DataError: bad arguments, or stored data that cannot be read (corrupt or
-      missing files), differs from its recorded checksum (e.g. a damaged
-      file or two splits' files swapped), has the wrong shapes, label values
-      outside {-1, 0, 1}, non-finite or out-of-range pixels, or records out
-      of order.
+      missing files), differs from its recorded checksum, has the wrong
+      shapes, invalid labels, bad pixels, or records out of order.
   """
-  _check_split(split)
-  spec = builders.build(name, data_dir, split_sizes, log=log,
-                        missing_rate=missing_rate)
-  builder = builders.get_builder(name, data_dir, split_sizes, missing_rate)
-  where = f"{spec.name} split {split!r} in {builder.data_dir}"
-  # Reading can only fail on a damaged build (the code that wrote it is ours):
-  # name the directory rather than show array_record's traceback.
-  try:
-    # First: a file swapped with another split's reads back as valid records.
-    builders.verify_split(builder, split, where)
-    source = builder.as_data_source(split)
-    size = len(source)
-  except DataError:
-    raise
-  except Exception as e:  # noqa: BLE001
-    raise _unreadable(where, builder.data_dir, e) from e
-  n = _count(num_examples, "num_examples", size, spec.name, split)
-  images = np.empty((n,) + spec.image_shape, np.uint8)
-  labels = np.empty((n, spec.num_tasks), np.int8)
-  for start in range(0, n, _READ_CHUNK):
-    stop = min(n, start + _READ_CHUNK)
-    try:
-      records = source.__getitems__(list(range(start, stop)))
-    except Exception as e:  # noqa: BLE001
-      raise _unreadable(where, builder.data_dir, e) from e
-    index = np.array([r["index"] for r in records])
-    if not np.array_equal(index, np.arange(start, stop)):
-      raise DataError(f"{where}: records are out of order near example "
-                      f"{start}; rebuild the dataset")
-    for key, out in (("image", images), ("labels", labels)):
-      values = [r[key] for r in records]
-      bad = [i for i, v in enumerate(values) if np.shape(v) != out.shape[1:]]
-      if bad:
-        raise DataError(f"{where}: stored {key!r} of example {start + bad[0]} "
-                        f"has shape {np.shape(values[bad[0]])}, expected "
-                        f"{out.shape[1:]} (the model's input and task count)")
-      values = np.stack(values)
-      check_examples(where, spec.task_names, start,
-                     **{"images" if key == "image" else "labels": values})
-      out[start:stop] = values
+  source = _open(name, split, data_dir, split_sizes, missing_rate,
+                 tfds_options, log)
+  n = arguments.count(num_examples, "num_examples", len(source),
+                      source.spec.name, split)
+  images, labels = _scan(source, n, images=True)
+  if all(t.type == "binary" for t in source.spec.tasks):
+    labels = np.where(np.isnan(labels), -1, labels).astype(np.int8)
   return {"image": images, "labels": labels}
+
+
+class EvalSplit:
+  """A validation or test split for evaluation, read in chunks.
+
+  Attributes:
+    spec: the dataset's spec.
+    labels: float32 [N, T] (0/1, class index or value; 0 where "?").
+    mask: bool [N, T], the observed labels.
+  """
+
+  def __init__(self, source: sources.SplitSource, n: int, in_memory: str):
+    self.spec = source.spec
+    keep = _keep_in_memory(in_memory, n, self.spec.image_shape)
+    self._images, stored = _scan(source, n, images=keep)
+    self._source = None if keep else source
+    self.mask = task_types.observed(self.spec.tasks, stored)
+    with np.errstate(invalid="ignore"):
+      self.labels = np.where(self.mask, stored, 0).astype(np.float32)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def images(self, start: int, stop: int) -> np.ndarray:
+    """Normalised float32 images [stop - start, H, W, C]."""
+    if self._source is None:
+      return normalize(self._images[start:stop])
+    return normalize(self._source.read(np.arange(start, stop))[0])
+
+  def all_images(self) -> np.ndarray:
+    return self.images(0, len(self))
+
+
+def eval_split(name: str, split: str, data_dir=None, split_sizes=None,
+               num_examples: int | None = None, *, missing_rate: float = 0.0,
+               tfds_options=None, in_memory: str = "auto",
+               log: Callable[[str], None] | None = print) -> EvalSplit:
+  """A validation/test split, ready for evaluation (see `EvalSplit`).
+
+  Evaluation splits get no label controls: every stored label counts (only
+  "?" labels are masked out).
+
+  Args:
+    name, split, data_dir, split_sizes, missing_rate, tfds_options, log: as
+      in `load_split`.
+    num_examples: a cap: the first min(num_examples, split size) examples
+      (None or -1: all), so one experiment config can cap evaluation on
+      datasets whose evaluation splits differ in size.
+    in_memory: keep the uint8 images in memory ("auto": when small).
+  """
+  # Validated against "no limit" first, so a too-large cap is not an error.
+  cap = arguments.count(num_examples, "num_examples", sys.maxsize, name, split)
+  source = _open(name, split, data_dir, split_sizes, missing_rate,
+                 tfds_options, log)
+  return EvalSplit(source, min(cap, len(source)), in_memory)
 
 
 def eval_arrays(name: str, split: str, data_dir=None, split_sizes=None,
                 num_examples: int | None = None, *,
-                missing_rate: float = 0.0,
+                missing_rate: float = 0.0, tfds_options=None,
                 log: Callable[[str], None] | None = print):
-  """A validation/test split, ready for evaluation.
-
-  Evaluation splits get no label controls: every stored label counts
-  (only labels stored as -1 are masked out).
-
-  Args:
-    name, split, data_dir, split_sizes, missing_rate, log: as in `load_split`.
-    num_examples: a cap: the first min(num_examples, split size) examples
-      (None or -1: all), so one experiment config can cap evaluation on
-      datasets whose evaluation splits differ in size.
+  """A whole evaluation split as arrays (for small datasets and notebooks).
 
   Returns:
-    (images float32 [N, H, W, C] (normalised), labels int8 [N, T] in {0, 1},
-    mask bool [N, T]).
+    (images float32 [N, H, W, C] (normalised), labels [N, T] (int8 in {0, 1}
+    for binary datasets, else float32; 0 where "?"), mask bool [N, T]).
   """
-  size = builders.dataset_spec(name, split_sizes).split_sizes[
-      _check_split(split)]
-  # Validated against "no limit" first, so a too-large cap is not an error.
-  num_examples = min(_count(num_examples, "num_examples", sys.maxsize, name,
-                            split), size)
-  data = load_split(name, split, data_dir, split_sizes, num_examples,
-                    missing_rate=missing_rate, log=log)
-  mask = data["labels"] >= 0
-  return normalize(data["image"]), (data["labels"] == 1).astype(np.int8), mask
+  ev = eval_split(name, split, data_dir, split_sizes, num_examples,
+                  missing_rate=missing_rate, tfds_options=tfds_options,
+                  in_memory="always", log=log)
+  labels = ev.labels
+  if all(t.type == "binary" for t in ev.spec.tasks):
+    labels = labels.astype(np.int8)
+  return ev.all_images(), labels, ev.mask
 
 
-def _one_per_task(field, value, task_names) -> list:
-  """A scalar or a 1-sequence broadcasts to every task; else one per task."""
-  values = [value] if np.ndim(value) == 0 else list(value)
-  if len(values) == 1:
-    values = values * len(task_names)
-  if len(values) != len(task_names):
-    raise DataError(f"{field} needs one value or one per task "
-                    f"({len(task_names)}); got {value!r}")
-  return values
-
-
-def _per_task_fraction(label_fraction, task_names):
-  """None / scalar / per-task fractions, with -1 meaning "all" -> labels.py."""
-  if label_fraction is None:
-    return None
-  values = _one_per_task("label_fraction", label_fraction, task_names)
-  out = []
-  for t, v in zip(task_names, values):
-    try:
-      v = float(v)
-    except (TypeError, ValueError):
-      raise DataError(f"label_fraction for {t!r} must be a number; "
-                      f"got {v!r}") from None
-    if v == -1.0:
-      v = 1.0  # Keeping a fraction 1 of the observed labels keeps all.
-    elif not 0.0 <= v <= 1.0:  # Also rejects NaN.
-      raise DataError(f"label_fraction for {t!r} must be in [0, 1] (or -1 for "
-                      f"all); got {v}")
-    out.append(v)
-  return None if all(v == 1.0 for v in out) else out
-
-
-def _per_task_budget(label_budget, task_names):
-  if label_budget is None:
-    return None
-  values = _one_per_task("label_budget", label_budget, task_names)
-  return None if all(not isinstance(v, bool) and v == -1 for v in values) \
-      else values
-
-
-def _task_indices(shuffle_tasks, task_names) -> tuple[int, ...]:
-  """Task names or indices -> indices."""
-  out = []
-  if isinstance(shuffle_tasks, (str, int, np.integer)):
-    shuffle_tasks = (shuffle_tasks,)
-  for t in shuffle_tasks:
-    if isinstance(t, str):
-      if t not in task_names:
-        raise DataError(f"shuffle_tasks: unknown task {t!r}; tasks: "
-                        f"{tuple(task_names)}")
-      out.append(task_names.index(t))
-    elif isinstance(t, (int, np.integer)) and 0 <= t < len(task_names):
-      out.append(int(t))
-    else:
-      raise DataError(f"shuffle_tasks: {t!r} is not a task name or an index "
-                      f"in [0, {len(task_names)})")
-  if len(set(out)) != len(out):
-    raise DataError(f"shuffle_tasks lists a task twice: {tuple(shuffle_tasks)}")
-  return tuple(out)
+def _keep_in_memory(in_memory: str, n: int, image_shape) -> bool:
+  if in_memory not in IN_MEMORY:
+    raise DataError(f"in_memory must be one of {IN_MEMORY}; got "
+                    f"{in_memory!r}")
+  size = n * int(np.prod(image_shape))
+  return in_memory == "always" or (in_memory == "auto"
+                                   and size <= IN_MEMORY_BYTES)
 
 
 class TrainPipeline:
   """Training batches for several seeds at once, a pure function of the step.
 
   Each batch is {"image": float32 [S, B, H, W, C], "labels": float32
-  [S, B, T] in {0, 1}, "mask": bool [S, B, T]} with S = len(seeds) and B the
-  local batch size (global batch / process_count; process p gets the p-th
-  contiguous slice of every global batch).
+  [S, B, T] (0/1, class index or value; 0 where not kept), "mask": bool
+  [S, B, T]} with S = len(seeds) and B the local batch size (global batch /
+  process_count; process p gets the p-th contiguous slice of every global
+  batch).
 
   Attributes:
     spec: the dataset's `DatasetSpec`.
     seeds: the seeds, one per leading-axis row of a batch.
-    task_names, num_tasks, image_shape: as in the spec.
+    task_names, num_tasks, image_shape, tasks: as in the spec.
     num_train: training examples used (the first `train_examples`).
     global_batch_size, local_batch_size: examples per step, all / this host.
     steps_per_epoch: num_train // global_batch_size.
-    labels, masks: int8 / bool [S, num_train, T]: each seed's training labels
-      (unkept ones set to 0) and which of them are kept.
+    labels, masks: float32 / bool [S, num_train, T]: each seed's training
+      labels (unkept ones set to 0) and which of them are kept.
+    streaming: whether images are read from the files at each step.
   """
 
   def __init__(self, name: str, *, seeds: Sequence[int] | int,
@@ -308,10 +261,13 @@ class TrainPipeline:
                label_budget=None, shuffle_tasks: Sequence[int | str] = (),
                process_index: int | None = None,
                process_count: int | None = None, prefetch: int = 2,
-               missing_rate: float = 0.0,
+               missing_rate: float = 0.0, tfds_options=None,
+               in_memory: str = "auto",
                log: Callable[[str], None] | None = print):
-    self.spec = builders.dataset_spec(name, split_sizes)
+    self.spec = sources.dataset_spec(name, split_sizes, tfds_options,
+                                     data_dir)
     self.task_names = self.spec.task_names
+    self.tasks = self.spec.tasks
     self.num_tasks = self.spec.num_tasks
     self.image_shape = self.spec.image_shape
     self.seeds = self._check_seeds(seeds)
@@ -336,16 +292,16 @@ class TrainPipeline:
                       f"by process_count={process_count}")
     if not isinstance(prefetch, int) or prefetch < 0:
       raise DataError(f"prefetch must be an integer >= 0; got {prefetch!r}")
-    fraction = _per_task_fraction(label_fraction, self.task_names)
-    budget = _per_task_budget(label_budget, self.task_names)
+    fraction = arguments.per_task_fraction(label_fraction, self.task_names)
+    budget = arguments.per_task_budget(label_budget, self.task_names)
     if fraction is not None and budget is not None:
       raise DataError("give either label_fraction or label_budget, not both; "
                       f"got label_fraction={label_fraction!r}, "
                       f"label_budget={label_budget!r}")
-    shuffle = _task_indices(shuffle_tasks, self.task_names)
+    shuffle = arguments.task_indices(shuffle_tasks, self.task_names)
     train_size = self.spec.split_sizes["train"]
-    num_train = _count(train_examples, "train_examples", train_size,
-                       self.spec.name, "train")
+    num_train = arguments.count(train_examples, "train_examples", train_size,
+                                self.spec.name, "train")
     if global_batch_size > num_train:
       raise DataError(f"global_batch_size={global_batch_size} exceeds the "
                       f"{num_train} training examples")
@@ -358,14 +314,19 @@ class TrainPipeline:
     self.steps_per_epoch = num_train // self.global_batch_size
     self.prefetch = prefetch
 
-    data = load_split(name, "train", data_dir, split_sizes, num_train,
-                      missing_rate=missing_rate, log=log)
-    self._images = data["image"]
+    source = _open(name, "train", data_dir, split_sizes, missing_rate,
+                   tfds_options, log)
+    self.streaming = not _keep_in_memory(in_memory, num_train,
+                                         self.image_shape)
+    self._images, stored = _scan(source, num_train,
+                                 images=not self.streaming)
+    self._source = source if self.streaming else None
+    observed = task_types.observed(self.tasks, stored)
     per_seed = []
     for s in self.seeds:
       try:
-        per_seed.append(labels_lib.apply_label_controls(
-            data["labels"], seed=s, fraction=fraction, budget=budget,
+        per_seed.append(labels_lib.apply_typed_label_controls(
+            stored, observed, seed=s, fraction=fraction, budget=budget,
             shuffle_tasks=shuffle, task_names=self.task_names))
       except ValueError as e:  # labels.py is generic; name the field here.
         field = "label_budget" if budget is not None else "label_fraction"
@@ -399,21 +360,30 @@ class TrainPipeline:
     lo = self.process_index * self.local_batch_size
     return idx[:, lo:lo + self.local_batch_size]
 
+  def _batch_images(self, idx: np.ndarray) -> np.ndarray:
+    """uint8 [S, B, H, W, C] images at idx [S, B]."""
+    if not self.streaming:
+      return self._images[idx]
+    # Each record once, in file order, even when seeds share examples.
+    unique, inverse = np.unique(idx, return_inverse=True)
+    images, _ = self._source.read(unique)
+    return images[inverse.reshape(idx.shape)]
+
   def batch(self, step: int) -> dict:
     """The batch of `step` (a pure function of the seeds and the step)."""
     idx = self.indices(step)
     rows = np.arange(len(self.seeds))[:, None]
     return {
-        "image": normalize(self._images[idx]),
-        "labels": self.labels[rows, idx].astype(np.float32),
+        "image": normalize(self._batch_images(idx)),
+        "labels": self.labels[rows, idx],
         "mask": self.masks[rows, idx],
     }
 
   def batches(self, start_step: int = 0) -> Iterator[dict]:
     """Endless iterator over `batch(start_step)`, `batch(start_step + 1)`, ...
 
-    grain prefetches `prefetch` batches on a background thread (one thread:
-    a batch is one numpy gather, and the host has few cores to spare).
+    grain prefetches `prefetch` batches on a background thread: in memory a
+    batch is one numpy gather, streamed it is one read of its records.
     """
     if not isinstance(start_step, (int, np.integer)) or start_step < 0:
       raise DataError(f"start_step must be an integer >= 0; got "

@@ -126,8 +126,9 @@ class BuilderSource:
     stored = np.array([r["index"] for r in records])
     if not np.array_equal(stored, indices):
       bad = int(np.flatnonzero(stored != indices)[0])
-      raise DataError(f"{self.where}: record {int(indices[bad])} holds "
-                      f"example {int(stored[bad])}; rebuild the dataset")
+      raise DataError(f"{self.where}: records are out of order: record "
+                      f"{int(indices[bad])} holds example {int(stored[bad])}; "
+                      "rebuild the dataset")
     out = []
     for key, shape in (("image", self.spec.image_shape),
                        ("labels", (self.spec.num_tasks,))):

@@ -32,12 +32,21 @@ from mtljax.models.encoders import lecun_normal
 
 
 class MultiTaskNet(nnx.Module):
-  """Encoder → per-task heads (one logit each, optional hidden layer)."""
+  """Encoder → per-task heads (optional hidden layer), sized per task.
+
+  Task t has `outputs_per_task[t]` outputs (1 for binary and regression
+  tasks, K for a K-way task). All heads are one matmul over the O = Σ outputs
+  columns; the fixed table `output_tasks` ([O], the task of each column)
+  says which task a column belongs to, so T heads stay one fused op.
+  """
+
+  # Parameters on the output axis (O columns), not the task axis (T).
+  output_params = ("out_w", "out_b")
 
   def __init__(self, *, encoder: str, width: int, depth: int, num_tasks: int,
                image_shape, head_hidden: int = 0, dropout: float = 0.0,
                encoder_kwargs: dict | None = None, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               outputs_per_task=None, rngs: nnx.Rngs):
     # The registry's get() names the field and the registered choices.
     self.encoder = registry.ENCODERS.get(encoder)(
         tuple(image_shape), width=width, depth=depth, dropout=dropout,
@@ -45,6 +54,14 @@ class MultiTaskNet(nnx.Module):
     feat = self.encoder.out_features
     self.num_tasks = num_tasks
     self.head_hidden = head_hidden
+    outputs_per_task = tuple(outputs_per_task or (1,) * num_tasks)
+    if len(outputs_per_task) != num_tasks:
+      raise ValueError(f"outputs_per_task has {len(outputs_per_task)} entries "
+                       f"for {num_tasks} tasks")
+    # A static table (not a variable): which task each output column is.
+    self.output_tasks = tuple(int(t) for t in np.repeat(
+        np.arange(num_tasks), outputs_per_task))
+    num_outputs = len(self.output_tasks)
     # Fan-in = feat for both head weights (the task axis is a batch of heads).
     init = lecun_normal(fan_in_axes=(1,))
     # Per-task heads as stacked weights: head t only ever reads slice t, so T
@@ -53,8 +70,8 @@ class MultiTaskNet(nnx.Module):
       self.hidden_w = nnx.Param(init(rngs.params(), (num_tasks, feat, head_hidden)))
       self.hidden_b = nnx.Param(jnp.zeros((num_tasks, head_hidden)))
       feat = head_hidden
-    self.out_w = nnx.Param(init(rngs.params(), (num_tasks, feat)))
-    self.out_b = nnx.Param(jnp.zeros((num_tasks,)))
+    self.out_w = nnx.Param(init(rngs.params(), (num_outputs, feat)))
+    self.out_b = nnx.Param(jnp.zeros((num_outputs,)))
     self.dtype = dtype
 
   @staticmethod
@@ -73,6 +90,9 @@ class MultiTaskNet(nnx.Module):
       h = jnp.einsum("bf,tfh->bth", h, self.hidden_w[...].astype(h.dtype),
                      preferred_element_type=jnp.float32)
       h = jax.nn.relu(h + self.hidden_b[...])
+      if self.output_tasks != tuple(range(self.num_tasks)):
+        # Each output column reads its own task's hidden layer.
+        h = h[:, np.asarray(self.output_tasks)]
       logits = jnp.einsum("bth,th->bt", h, self.out_w[...]) + self.out_b[...]
     else:
       logits = jnp.einsum("bf,tf->bt", h, self.out_w[...].astype(h.dtype),
@@ -80,14 +100,15 @@ class MultiTaskNet(nnx.Module):
     return logits.astype(jnp.float32)
 
 
-def create(model_cfg: Any, image_shape, num_tasks: int, key: jax.Array):
+def create(model_cfg: Any, image_shape, num_tasks, key: jax.Array):
   """Builds a network and splits it into (graphdef, params).
 
   Args:
     model_cfg: the config's `model` block (encoder, width, depth, head_hidden,
       dropout, dtype).
     image_shape: (H, W, C) of one input image.
-    num_tasks: T.
+    num_tasks: T (every task one output), or the T `mtljax.tasks.Task`s
+      (each head sized by its task: K outputs for a K-way task).
     key: PRNG key for the initial parameters.
 
   Returns:
@@ -102,17 +123,28 @@ def create(model_cfg: Any, image_shape, num_tasks: int, key: jax.Array):
   return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(model_state)
 
 
-def _build(model_cfg: Any, image_shape, num_tasks: int, key) -> MultiTaskNet:
+def outputs_per_task(num_tasks) -> tuple[int, ...]:
+  """(T,) outputs of each task, from T (all one output) or the Tasks."""
+  if isinstance(num_tasks, (int, np.integer)):
+    return (1,) * int(num_tasks)
+  return tuple(t.num_outputs for t in num_tasks)
+
+
+def _build(model_cfg: Any, image_shape, num_tasks, key) -> MultiTaskNet:
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[model_cfg.dtype]
+  sizes = outputs_per_task(num_tasks)
+  # A network whose tasks all have one output is built exactly as before the
+  # heads were sized per task (a user architecture may not take the option).
+  extra = {} if set(sizes) <= {1} else {"outputs_per_task": sizes}
   return registry.ARCHITECTURES.get(model_cfg.get("arch", "hps"))(
       encoder=model_cfg.encoder, width=model_cfg.width, depth=model_cfg.depth,
-      num_tasks=num_tasks, image_shape=image_shape,
+      num_tasks=len(sizes), image_shape=image_shape, **extra,
       head_hidden=model_cfg.head_hidden, dropout=model_cfg.dropout,
       encoder_kwargs=config_lib.to_dict(model_cfg.get("encoder_kwargs", {})),
       dtype=dtype, rngs=nnx.Rngs(params=key))
 
 
-def graphdef(model_cfg: Any, image_shape, num_tasks: int):
+def graphdef(model_cfg: Any, image_shape, num_tasks):
   """The network's static structure, built abstractly (nothing allocated).
 
   Building the network eagerly just for its graphdef runs every initialiser
@@ -139,7 +171,8 @@ def apply(graphdef, params, model_state, x, *, rng=None, deterministic=True):
       they are).
 
   Returns:
-    (logits [B, T], new_model_state): the model state after the pass, of
+    (logits [B, O], new_model_state): O = Σ outputs per task (T when every
+    task has one output); the model state after the pass, of
     model_state's structure (in training mode BatchNorm's running
     statistics move towards the batch's).
   """
@@ -163,58 +196,74 @@ def is_convolutional(model_cfg: Any) -> bool:
 _HEAD_PARAMS = ("hidden_w", "hidden_b", "out_w", "out_b")
 
 
-def param_count(params, task_mask=None, arch: str = "hps") -> int:
+def param_count(params, task_mask=None, arch: str = "hps",
+                outputs_per_task=None) -> int:
   """Trainable parameters of one network, counting only heads in its group.
 
   Args:
     params: one run's parameter state (no leading runs axis).
     task_mask: optional [T] 0/1 group mask; None counts every task's part.
     arch: the architecture, which says which parameters belong to a task.
+    outputs_per_task: (T,) outputs of each task (None: one each).
 
   Returns:
     Shared parameters + the task-specific parameters of the group's tasks.
   """
-  task_axis = registry.ARCHITECTURES.get(arch).task_axis
+  cls = registry.ARCHITECTURES.get(arch)
+  per_output = getattr(cls, "output_params", ())
   total = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     shape = np.shape(leaf)
     n = math.prod(shape)
-    axis = task_axis(tuple(getattr(k, "key", str(k)) for k in path))
+    keys = tuple(getattr(k, "key", str(k)) for k in path)
+    axis = cls.task_axis(keys)
     if axis is not None and task_mask is not None:
-      n = int(round(n * float(np.sum(task_mask)) / shape[axis]))
+      mask = np.asarray(task_mask, np.float64)
+      if keys[0] in per_output and outputs_per_task is not None:
+        # On the output axis: the group owns its tasks' output columns.
+        mask = np.repeat(mask, outputs_per_task)
+      n = int(round(n * float(np.sum(mask)) / shape[axis]))
     total += n
   return total
 
 
-def count_params(model_cfg: Any, image_shape, num_tasks: int,
+def count_params(model_cfg: Any, image_shape, num_tasks,
                  task_mask=None) -> int:
   """Parameter count of a network built from `model_cfg`, without allocating.
 
   Args:
     model_cfg: the `model` config block.
     image_shape: (H, W, C).
-    num_tasks: T.
+    num_tasks: T, or the Tasks (see `create`).
     task_mask: optional [T] group mask (None: all heads).
   """
   shapes = jax.eval_shape(
       lambda k: create(model_cfg, image_shape, num_tasks, k)[1],
       jax.random.key(0))
-  return param_count(shapes, task_mask, model_cfg.get("arch", "hps"))
+  return param_count(shapes, task_mask, model_cfg.get("arch", "hps"),
+                     outputs_per_task(num_tasks))
 
 
-def matched_stl_width(model_cfg: Any, image_shape, num_tasks: int) -> int:
+def matched_stl_width(model_cfg: Any, image_shape, num_tasks) -> int:
   """The STL width whose T single-task networks ≈ one MTL network in size.
 
-  Returns the width w' minimising |T · params(w', one head) − params_MTL(w)|,
+  Returns the width w' minimising |Σ_t params(w', head t) − params_MTL(w)|,
   for parameter-matched comparisons (Caruana 1997; Standley et al. 2020).
   """
   target = count_params(model_cfg, image_shape, num_tasks)
-  one = np.eye(num_tasks)[0]
+  sizes = outputs_per_task(num_tasks)
+  eye = np.eye(len(sizes))
+  arch = model_cfg.get("arch", "hps")
   best, best_gap = 1, None
   for w in range(1, model_cfg.width + 1):
     cfg = model_cfg.copy_and_resolve_references()
     cfg.width = w
-    gap = abs(num_tasks * count_params(cfg, image_shape, num_tasks, one) - target)
+    shapes = jax.eval_shape(
+        lambda k, c=cfg: create(c, image_shape, num_tasks, k)[1],
+        jax.random.key(0))
+    # The T single-task networks together (heads may differ in size).
+    gap = abs(sum(param_count(shapes, eye[t], arch, sizes)
+                  for t in range(len(sizes))) - target)
     if best_gap is None or gap < best_gap:
       best, best_gap = w, gap
   return best

@@ -17,6 +17,7 @@ import numpy as np
 from mtljax import config as config_lib
 from mtljax import data as data_lib
 from mtljax import models
+from mtljax.data import sources
 from mtljax.tasks import types as task_types
 
 ConfigError = config_lib.ConfigError
@@ -34,12 +35,39 @@ def _per_task_values(field: str, values, num_tasks: int, names):
 
 
 def dataset_spec(config) -> data_lib.DatasetSpec:
-  """The spec of the config's dataset at its split sizes (no I/O)."""
+  """The spec of the config's dataset at its split sizes.
+
+  No I/O for the datasets that mtljax builds; a "tfds:" dataset's spec is
+  read from its prepared files' metadata.
+  """
   try:
-    return data_lib.dataset_spec(config.data.name,
-                                 tuple(config.data.split_sizes) or None)
+    return sources.dataset_spec(config.data.name,
+                                tuple(config.data.split_sizes) or None,
+                                config_lib.tfds_options(config),
+                                config.data.data_dir or None)
   except data_lib.DataError as e:
     raise ConfigError(f"config.data.name={config.data.name!r}: {e}") from None
+
+
+def check_task_types(config, spec) -> None:
+  """Missing-label policies and the selection metric fit the task types."""
+  for policy in config.loss.missing_policies:
+    bad = [t for t in spec.tasks
+           if policy not in t.task_type.missing_policies]
+    if bad:
+      raise ConfigError(
+          f"config.loss.missing_policies has {policy!r}, which is not defined "
+          f"for task {bad[0].name!r} ({bad[0].type}; its policies: "
+          f"{bad[0].task_type.missing_policies}): a \"?\" label of a "
+          f"{bad[0].type} task has no negative value")
+  metric = config.train.selection_metric
+  if metric not in ("", task_types.PRIMARY):
+    bad = [t for t in spec.tasks if metric not in t.metrics]
+    if bad:
+      raise ConfigError(
+          f"config.train.selection_metric={metric!r} is not a metric of task "
+          f"{bad[0].name!r} ({bad[0].type}: {bad[0].metrics}); use "
+          "\"primary\" (each task's own primary metric) for mixed task types")
 
 
 def num_train(config, spec) -> int:
@@ -113,10 +141,11 @@ def check(config) -> data_lib.DatasetSpec:
           f"for {spec.name}, whose tasks are 0..{t - 1} "
           f"({', '.join(spec.task_names)})")
   label_controls(config, spec)
+  check_task_types(config, spec)
   # Build the network abstractly (no allocation): a component's own check
   # of its settings (a CNN pool of "median") surfaces now, not at step 0.
   try:
-    models.graphdef(config.model, spec.image_shape, t)
+    models.graphdef(config.model, spec.image_shape, spec.tasks)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.model (encoder {config.model.encoder!r}): "
                       f"{e}") from None
@@ -126,9 +155,9 @@ def check(config) -> data_lib.DatasetSpec:
 def resolve(config):
   """Checks `config` (see `check`) and fills in what depends on the dataset.
 
-  `train.selection_metric=""` becomes the tasks' primary metric (AUC for
-  binary tasks), so that results, workdir ownership and resume compare the
-  metric actually used.
+  `train.selection_metric=""` becomes the tasks' common primary metric (AUC
+  for binary tasks; "primary" for mixed types), so that results, workdir
+  ownership and resume compare the metric actually used.
 
   Returns:
     (config, spec): a resolved copy and the dataset's spec.

@@ -11,13 +11,22 @@ from __future__ import annotations
 import numpy as np
 
 from mtljax.core import runs as runs_lib
+from mtljax.tasks import types as types_lib
 
 SCHEMA_VERSION = 1
 
 
-def val_arm_means(p, per_run, metric: str) -> dict:
+def _metric_of(task, metric: str) -> str:
+  """The metric a task is scored in: its own primary under "primary"."""
+  if metric == types_lib.PRIMARY and task is not None:
+    return task.primary_metric
+  return metric
+
+
+def val_arm_means(p, per_run, metric: str, tasks=None) -> dict:
   """{arm: {metric: mean over its runs and tasks}} for the validation log."""
   out = {}
+  tasks_all = tasks
   for arm in dict.fromkeys(g.arm for g in p.prog.groups):
     idx = [i for i, g in enumerate(p.prog.groups) if g.arm == arm]
     vals = []
@@ -25,20 +34,34 @@ def val_arm_means(p, per_run, metric: str) -> dict:
       for g in idx:
         tasks = p.prog.groups[g].tasks
         names = list(runs[g]["per_task"])
-        vals += [runs[g]["per_task"][names[t]][metric] for t in tasks]
+        vals += [runs[g]["per_task"][names[t]].get(_metric_of(
+            None if tasks_all is None else tasks_all[t], metric),
+            float("nan")) for t in tasks]
     out[arm] = {metric: float(np.nanmean(vals)) if vals else float("nan")}
   return out
 
 
-def _combine(metric_dicts: list[dict], tasks: list[int], names) -> dict:
-  """One task_metrics dict whose task t comes from metric_dicts[i] (tasks[i])."""
+def _nanmean(values) -> float:
+  v = np.asarray(values, np.float64)
+  return float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
+
+
+def _combine(metric_dicts: list[dict], tasks: list[int], names,
+             task_objs=None) -> dict:
+  """One task_metrics dict whose task t comes from metric_dicts[i] (tasks[i]).
+
+  Its means are over the tasks that have each metric, and "primary" over
+  each task's own primary metric, as `metrics.typed_metrics` computes them
+  for one network.
+  """
   per_task = {names[t]: metric_dicts[i]["per_task"][names[t]]
               for i, t in enumerate(tasks)}
-  keys = next(iter(per_task.values())).keys()
-  mean = {}
-  for k in keys:
-    v = np.asarray([per_task[n][k] for n in per_task], np.float64)
-    mean[k] = float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")
+  keys = list(dict.fromkeys(k for d in per_task.values() for k in d))
+  mean = {k: _nanmean([d[k] for d in per_task.values() if k in d])
+          for k in keys}
+  if task_objs is not None:
+    mean[types_lib.PRIMARY] = _nanmean(
+        [per_task[names[t]][task_objs[t].primary_metric] for t in tasks])
   return {"per_task": per_task, "mean": mean}
 
 
@@ -57,7 +80,7 @@ def run_warnings(skipped, finite, tc) -> list[str]:
 
 
 def run_entries(p, seeds, val, test, best_step, names, skipped, finite,
-                 tc) -> list[dict]:
+                 tc, tasks=None) -> list[dict]:
   """results.json run entries: one per (arm, seed, learning rate).
 
   An arm is a partition of the tasks into groups, one network per group:
@@ -78,9 +101,9 @@ def run_entries(p, seeds, val, test, best_step, names, skipped, finite,
       if mode == "mtl":
         v, te = val[s][idx[0]], test[s][idx[0]]
       else:
-        tasks = [t for t, _ in owner]
-        v = _combine([val[s][g] for _, g in owner], tasks, names)
-        te = _combine([test[s][g] for _, g in owner], tasks, names)
+        order = [t for t, _ in owner]
+        v = _combine([val[s][g] for _, g in owner], order, names, tasks)
+        te = _combine([test[s][g] for _, g in owner], order, names, tasks)
       warnings = []
       for g in idx:
         prefix = ("" if mode == "mtl" else "group " + "+".join(

@@ -81,7 +81,7 @@ class _Program:
   def __init__(self, prog, config, spec, seeds, mesh, tx):
     self.prog = prog
     graphdef, params, model_state = state_lib.init_params(
-        prog.model_cfg, spec.image_shape, len(spec.task_names), seeds,
+        prog.model_cfg, spec.image_shape, spec.tasks, seeds,
         prog.num_groups)
     self.rep = parallel.replicated(mesh)
     self.state = jax.device_put(
@@ -94,11 +94,11 @@ class _Program:
           models.is_convolutional(prog.model_cfg))
     self.step_fn = step_lib.make_train_step(
         graphdef, tx, normalize=config.loss.normalize, mesh=mesh,
-        run_map=run_map)
+        run_map=run_map, tasks=spec.tasks)
     self.eval_fn = step_lib.make_eval_fn(graphdef, mesh, run_map)
     self.update_best = jax.jit(_update_best, donate_argnums=(0,))
     self.param_counts = runs_lib.group_param_counts(
-        prog, spec.image_shape, len(spec.task_names))
+        prog, spec.image_shape, spec.tasks)
 
   def abstract_state(self):
     return jax.tree.map(
@@ -219,28 +219,32 @@ def _train(config, workdir, condition, lead, spec):
   split_sizes = tuple(config.data.split_sizes) or None
   controls = preflight.label_controls(config, spec)
   seeds = [config.seed + i for i in range(config.num_seeds)]
+  tfds_options = config_lib.tfds_options(config)
   pipeline = data_lib.TrainPipeline(
       config.data.name, seeds=seeds, global_batch_size=tc.batch_size,
       data_dir=data_dir, split_sizes=split_sizes,
       train_examples=None if config.data.train_examples < 0
       else config.data.train_examples,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      **controls)
+      tfds_options=tfds_options, in_memory=config.data.in_memory, **controls)
   cap = None if config.data.eval_examples < 0 else config.data.eval_examples
   splits = {}
   for split in ("validation", "test"):
-    images, labels, mask = data_lib.eval_arrays(
-        config.data.name, split, data_dir=data_dir, split_sizes=split_sizes)
-    splits[split] = (images[:cap], labels[:cap], mask[:cap])
+    ev = data_lib.eval_split(
+        config.data.name, split, data_dir=data_dir, split_sizes=split_sizes,
+        num_examples=cap, tfds_options=tfds_options,
+        in_memory=config.data.in_memory)
+    splits[split] = (ev, ev.labels, ev.mask)
 
   # ---------------------------------------------------------- programs.
   task_names = list(pipeline.task_names)
+  tasks = pipeline.tasks
   tx = step_lib.make_optimizer(config.optimizer, tc.steps)
   programs = [_Program(p, config, pipeline, seeds, mesh, tx)
               for p in runs_lib.build_programs(config, pipeline.image_shape,
-                                               len(task_names))]
+                                               len(task_names), tasks)]
   evaluators = {
-      split: [evaluate.Evaluator(p.eval_fn, *arrs, task_names, mesh)
+      split: [evaluate.Evaluator(p.eval_fn, *arrs, tasks, mesh)
               for p in programs] for split, arrs in splits.items()}
 
   # ---------------------------------------------------------- restore.
@@ -341,11 +345,11 @@ def _train(config, workdir, condition, lead, spec):
         for p, ev in zip(programs, evaluators["validation"]):
           per_run = ev.metrics(p.state.params, p.state.model_state)
           scores = evaluate.selection_scores(per_run, p.task_masks,
-                                             tc.selection_metric)
+                                             tc.selection_metric, tasks)
           p.state = p.update_best(p.state, jax.device_put(
               scores.astype(np.float32), p.rep), jnp.int32(done))
-          record["arms"].update(results_lib.val_arm_means(p, per_run,
-                                               tc.selection_metric))
+          record["arms"].update(results_lib.val_arm_means(
+              p, per_run, tc.selection_metric, tasks))
         out.log(record)
       if is_ckpt:
         save(done)
@@ -364,7 +368,8 @@ def _train(config, workdir, condition, lead, spec):
   results = {
       "schema_version": results_lib.SCHEMA_VERSION, "experiment": config.name,
       "condition": condition,
-      "dataset": {"name": config.data.name, "task_names": task_names},
+      "dataset": {"name": config.data.name, "task_names": task_names,
+                  "tasks": [t.to_json() for t in tasks]},
       "selection_metric": tc.selection_metric,
       "config": config_lib.to_dict(config), "env": writers.environment(),
       "runs": []}
@@ -376,7 +381,7 @@ def _train(config, workdir, condition, lead, spec):
     finite = np.isfinite(np.asarray(p.state.best_score))
     results["runs"].extend(results_lib.run_entries(
         p, seeds, val, test, best_step, task_names, skipped[p.prog.name],
-        finite, tc))
+        finite, tc, tasks))
   for r in results["runs"]:
     for w in r["warnings"]:
       log.warning("arm %s, seed %d, learning rate %g: %s", r["arm"], r["seed"],

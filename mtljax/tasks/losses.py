@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtljax import registry
+from mtljax.tasks import types as types_lib
 
 # The built-in weightings (registry.LOSS_WEIGHTINGS may hold more).
 NORMALIZATIONS = ("per_example", "per_label", "per_task")
@@ -211,3 +212,160 @@ def per_task(elem, mask):
 registry.LOSS_WEIGHTINGS.register("per_example", per_example)
 registry.LOSS_WEIGHTINGS.register("per_label", per_label)
 registry.LOSS_WEIGHTINGS.register("per_task", per_task)
+
+
+# ----------------------------------------------------------- typed tasks.
+# Tasks of any type: one [B, O] output array (O = Σ num_outputs, task t's
+# outputs in columns offsets[t]:offsets[t + 1]), labels [B, T] (class index
+# or value), mask [B, T]. Each type's elementwise loss gives one [B, T] array
+# of per-label losses, and the same weightings as above make it a scalar.
+
+
+def _plan(tasks) -> tuple[list, np.ndarray | None]:
+  """Static groups of tasks computed together: [(kind, task idx, cols)].
+
+  Binary tasks form one group, multiclass tasks one group per K, regression
+  tasks one per (loss, delta): each group is a few fused ops whatever T is.
+  Returns the groups and the permutation that puts their concatenated
+  columns back in task order (None when they already are).
+  """
+  offsets = types_lib.output_offsets(tasks)
+  keyed = {}
+  for t, task in enumerate(tasks):
+    if task.type == "binary":
+      key = ("binary",)
+    elif task.type == "multiclass":
+      key = ("multiclass", task.num_classes)
+    elif task.type == "regression":
+      key = ("regression", task.loss, float(task.delta))
+    else:
+      raise ValueError(f"task {task.name!r}: no loss for task type "
+                       f"{task.type!r}")
+    keyed.setdefault(key, []).append(t)
+  groups = []
+  for key, idx in keyed.items():
+    idx = np.array(idx)
+    width = key[1] if key[0] == "multiclass" else 1
+    cols = (offsets[idx][:, None] + np.arange(width)).reshape(-1)
+    groups.append((key, idx, cols))
+  order = np.concatenate([idx for _, idx, _ in groups])
+  inverse = None if np.array_equal(order, np.arange(len(tasks))) else (
+      np.argsort(order))
+  return groups, inverse
+
+
+def _take(x, cols):
+  """x[:, cols], as a plain slice when cols is contiguous (most datasets)."""
+  if np.array_equal(cols, np.arange(cols[0], cols[0] + len(cols))):
+    return x[:, int(cols[0]):int(cols[0]) + len(cols)]
+  return x[:, cols]
+
+
+def _group_elementwise(key, z, y, m):
+  """[B, n] per-label losses of one group, exactly 0 (value, grad) off mask."""
+  kind = key[0]
+  if kind == "binary":
+    return _masked_elementwise(z, y, m)
+  if kind == "multiclass":
+    k = key[1]
+    z = z.reshape(z.shape[0], -1, k)                      # [B, n, K]
+    safe_z = jnp.where(m[..., None], z, jnp.zeros((), z.dtype))
+    safe_y = jnp.where(m, y, 0).astype(jnp.int32)
+    log_p = jax.nn.log_softmax(safe_z, axis=-1)
+    picked = jnp.take_along_axis(log_p, safe_y[..., None], axis=-1)[..., 0]
+    return jnp.where(m, -picked, 0.0)
+  _, loss, delta = key
+  safe_z = jnp.where(m, z, jnp.zeros((), z.dtype))
+  safe_y = jnp.where(m, y, jnp.zeros((), y.dtype)).astype(z.dtype)
+  r = safe_z - safe_y
+  if loss == "mse":
+    elem = jnp.square(r)
+  elif loss == "l1":
+    elem = jnp.abs(r)
+  else:  # huber: quadratic within delta, linear beyond (optax.huber_loss).
+    a = jnp.abs(r)
+    quad = jnp.minimum(a, delta)
+    elem = 0.5 * jnp.square(quad) + delta * (a - quad)
+  return jnp.where(m, elem, 0.0)
+
+
+def _check_typed_labels(tasks, labels, mask) -> None:
+  """Concrete inputs only: an observed label must be valid for its task."""
+  if isinstance(labels, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+    return
+  labels = np.asarray(labels, np.float64)
+  mask = np.asarray(mask)
+  missing = np.array([np.nan if t.type == "regression" else -1.0
+                      for t in tasks])
+  shown = np.where(mask, labels, missing)
+  try:
+    types_lib.check_labels(tasks, shown, "where mask is True")
+  except ValueError as e:
+    raise ValueError(f"{e} (a '?' label needs mask=False)") from None
+  # observed() treats NaN and negatives as "?": under mask=True they are bad.
+  bad = mask & ~types_lib.observed(tasks, labels)
+  if bad.any():
+    i, j = map(int, np.argwhere(bad)[0])
+    raise ValueError(f"label value {float(labels[i, j]):g} of task "
+                     f"{tasks[j].name!r} at example {i} is '?' but mask is "
+                     "True")
+
+
+def task_elementwise(outputs: jax.Array, labels: jax.Array, mask: jax.Array,
+                     tasks) -> jax.Array:
+  """[B, T] per-label losses of typed tasks; exactly 0 where mask is False.
+
+  Args:
+    outputs: [B, O] float head outputs (logits for classification tasks,
+      predictions for regression), O = Σ_t tasks[t].num_outputs.
+    labels: [B, T] float: 0/1 (binary), class index (multiclass), value
+      (regression). Entries under mask=False are ignored, whatever they hold.
+    mask: [B, T] bool, False where the label is "?".
+    tasks: the T `mtljax.tasks.Task`s.
+
+  Returns:
+    [B, T]: sigmoid cross-entropy, softmax cross-entropy, or squared error
+    (Huber, absolute error) per label. The value and the gradient of an
+    unobserved entry are exactly 0, whatever its label or outputs hold.
+  """
+  tasks = tuple(tasks)
+  num_outputs = sum(t.num_outputs for t in tasks)
+  for name, x, cols in (("outputs", outputs, num_outputs),
+                        ("labels", labels, len(tasks)),
+                        ("mask", mask, len(tasks))):
+    if getattr(x, "ndim", None) != 2 or x.shape[1] != cols:
+      raise ValueError(f"{name} must have shape [batch, {cols}] for tasks "
+                       f"{[t.name for t in tasks]}; got "
+                       f"{getattr(x, 'shape', type(x).__name__)}")
+  if mask.dtype != jnp.bool_:
+    raise ValueError(f"mask must be bool (False = label is '?'); got dtype "
+                     f"{mask.dtype}")
+  if not (labels.shape[0] == outputs.shape[0] == mask.shape[0]):
+    raise ValueError(f"batch sizes differ: outputs {outputs.shape}, labels "
+                     f"{labels.shape}, mask {mask.shape}")
+  _check_typed_labels(tasks, labels, mask)
+  if all(t.type == "binary" for t in tasks):
+    # The lecture's case, computed exactly as by masked_sigmoid_cross_entropy.
+    return _masked_elementwise(outputs, labels, mask)
+  groups, inverse = _plan(tasks)
+  parts = [_group_elementwise(key, _take(outputs, cols), _take(labels, idx),
+                              _take(mask, idx))
+           for key, idx, cols in groups]
+  elem = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+  return elem if inverse is None else elem[:, inverse]
+
+
+def task_losses(outputs, labels, mask, tasks, normalize: str = "per_example"):
+  """Scalar loss and per-task losses of typed tasks (see task_elementwise).
+
+  Returns:
+    (loss, per_task): the weighting `normalize` of the per-label losses, and
+    [T] each task's mean over its observed labels (0 for none).
+  """
+  if normalize not in registry.LOSS_WEIGHTINGS:
+    raise ValueError(f"normalize must be one of "
+                     f"{registry.LOSS_WEIGHTINGS.names()}; got {normalize!r}")
+  elem = task_elementwise(outputs, labels, mask, tasks)
+  count = mask.sum(axis=0).astype(elem.dtype)
+  per_task = elem.sum(axis=0) / jnp.maximum(count, 1.0)
+  return registry.LOSS_WEIGHTINGS.get(normalize)(elem, mask), per_task

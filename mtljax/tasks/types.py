@@ -261,8 +261,9 @@ def check_labels(tasks: Sequence[Task], labels: np.ndarray, where: str = "",
       i = int(np.flatnonzero(bad)[0])
       example = first + i if indices is None else int(indices[i])
       raise ValueError(
-          f"{prefix}label {col[i]!r} of task {t.name!r} ({t.type}) at example "
-          f"{example} is not {want}; {int(bad.sum())} such label(s) in all")
+          f"{prefix}label value {float(col[i]):g} at example {example}, task "
+          f"{t.name!r} ({t.type}) is not {want}; {int(bad.sum())} such "
+          "label(s) in all")
 
 
 def primary_metric(type_names) -> str:
