@@ -41,10 +41,10 @@ def _splits(seed=0, shape=(5, 4, 3)):
     y = np.stack([rng.integers(0, 2, n), rng.integers(0, 10, n),
                   rng.normal(size=n)], axis=1)
     out[s] = (x, y)
-  # "?" in every spelling: -1 and NaN for classification, NaN for regression,
-  # and a regression target of -1 (a value, not "?").
-  out["train"][1][0] = [-1, np.nan, np.nan]
-  out["train"][1][1] = [np.nan, -1, -1.0]
+  # "?" in each type: -1 for classification, NaN for regression, and a
+  # regression target of -1 (a value, not "?").
+  out["train"][1][0] = [-1, 3, np.nan]
+  out["train"][1][1] = [1, -1, -1.0]
   return out
 
 
@@ -80,7 +80,7 @@ def test_round_trip_through_open_split(tmp_path):
     assert np.array_equal(np.isnan(labels), np.isnan(y))
   _, labels = _read_all("my_data", "train", str(tmp_path))
   np.testing.assert_array_equal(labels[:2], np.float32(
-      [[-1, np.nan, np.nan], [np.nan, -1, -1]]))
+      [[-1, 3, np.nan], [1, -1, -1]]))
   # The built-ins' layout: a TFDS GeneratorBasedBuilder writing ArrayRecord.
   builder = builders.get_builder("my_data", str(tmp_path))
   assert isinstance(builder, tfds.core.GeneratorBasedBuilder)
@@ -137,21 +137,21 @@ def _set(i, j, value):
     (_with("validation", labels=lambda y: y[:, :2]), {},
      r"split 'validation'.*shape \[N, 3\].*'cat', 'digit', 'age'.*\(3, 2\)"),
     (_with("train", labels=_set(4, 1, 10)), {},
-     r"split 'train'.*label.* 10(\.0)? of task 'digit' \(multiclass\) at "
-     r"example 4 .*\[0, 10\)"),
+     r"split 'train'.*label value 10 at example 4, task 'digit' "
+     r"\(multiclass\) .*\[0, 10\)"),
     (_with("test", labels=_set(1, 1, 2.5)), {},
-     r"split 'test'.*label.* 2\.5 of task 'digit'.*example 1"),
+     r"split 'test'.*label value 2\.5 at example 1, task 'digit'"),
     (_with("validation", labels=_set(2, 0, 0.5)), {},
-     r"split 'validation'.*label.* 0\.5 of task 'cat' \(binary\) at "
-     r"example 2 is not 0 or 1"),
+     r"split 'validation'.*label value 0\.5 at example 2, task 'cat' "
+     r"\(binary\) is not 0 or 1"),
     (_with("train", labels=_set(3, 0, 2)), {},
-     r"split 'train'.*label.* 2(\.0)? of task 'cat'"),
+     r"split 'train'.*label value 2 at example 3, task 'cat'"),
     (_with("train", labels=_set(5, 0, -2)), {},
-     r"split 'train'.*label.* -2(\.0)? of task 'cat'.*example 5.*-1 or NaN"),
+     r"split 'train'.*label value -2 at example 5, task 'cat'.*-1 for '\?'"),
     (_with("test", labels=_set(0, 2, np.inf)), {},
-     r"split 'test'.*label.* inf of task 'age' \(regression\) at example 0"),
+     r"split 'test'.*label value inf at example 0, task 'age' \(regression\)"),
     (_with("test", labels=_set(1, 2, 1e300)), {},
-     r"split 'test'.*label.* 1e\+300 of task 'age'.*float32"),
+     r"split 'test'.*label value 1e\+300 at example 1, task 'age'.*float32"),
     (_with("train", labels=lambda y: y.astype(str)), {},
      r"split 'train'.*labels must be a numeric"),
     (_with("train", labels=lambda y: y[:6]), {},
@@ -275,14 +275,14 @@ def test_any_change_of_the_content_changes_the_config(change):
 def test_how_a_nan_was_made_does_not_change_the_key(tmp_path):
   def config(nan):
     splits = _splits()
-    splits["train"][1][0] = [-1, nan, nan]
+    splits["train"][1][0] = [-1, 2, nan]
     mtljax.data.register_arrays("n", splits, TASKS)
     return registry.DATASETS.get("n").config
   negative = -np.float64(np.nan)
   assert np.signbit(negative)
   assert config(negative) == config(np.nan)
   _, labels = _read_all("n", "train", str(tmp_path))
-  assert not np.signbit(labels[0, 1:]).any()
+  assert not np.signbit(labels[0, 2:]).any()
 
 
 def test_the_tasks_and_image_range_are_part_of_the_key():

@@ -190,7 +190,8 @@ def test_dataset_with_a_label_outside_minus1_0_1(rel, in_process, tmp_path,
   assert in_process(argv) == cli.EXIT_USER_ERROR
   err = _error_line(capsys.readouterr().err)
   assert "split 'train'" in err and data_dir in err
-  assert "label value 2 at example 5, task 'car' is not one of -1, 0, 1" in err
+  assert ("label value 2 at example 5, task 'car' (binary) is not 0 or 1 "
+          "(or -1 for '?')") in err
   assert _steps(wd) == []
 
 

@@ -135,8 +135,8 @@ def register_arrays(name: str, splits: Mapping[str, tuple], tasks: Sequence,
       any other numeric dtype with `image_range`; the same H, W, C in every
       split. labels: [N, T], one column per task, in `tasks` order (or [N]
       for a single task): binary 0/1, multiclass class index 0..K-1,
-      regression the value; "?" is -1 or NaN for classification tasks and
-      NaN for regression.
+      regression the value; "?" is -1 for classification tasks and NaN
+      for regression.
     tasks: the T `mtljax.tasks.Task`s (`Binary`, `Multiclass`, `Regression`).
     image_range: (lo, hi), the range of the pixel values, e.g. (0.0, 1.0) or
       (0, 255). Required for images that are not uint8 (the stored images
@@ -307,21 +307,16 @@ def _labels(where: str, labels, tasks) -> np.ndarray:
   for j, t in enumerate(tasks):
     col = values[:, j]
     if t.type != "regression":
-      # `observed` reads any negative class as "?": a -2 or -0.5 is far more
-      # likely a mistake (labels in {-1, +1}, an off-by-one) than a "?".
-      with np.errstate(invalid="ignore"):
-        bad = (col < 0) & (col != -1)
-      want = "-1 or NaN for '?'"
-    else:
-      # Finite in float64 but not in the stored float32.
-      with np.errstate(over="ignore"):
-        bad = np.isfinite(col) & ~np.isfinite(col.astype(np.float32))
-      want = "a value float32 can hold"
+      continue  # check_labels: classes are integers or -1 ("?").
+    # Finite in float64 but not in the stored float32.
+    with np.errstate(over="ignore"):
+      bad = np.isfinite(col) & ~np.isfinite(col.astype(np.float32))
     if bad.any():
       i = int(np.flatnonzero(bad)[0])
       raise DataError(
-          f"{where}: label value {col[i]:g} of task {t.name!r} ({t.type}) at "
-          f"example {i} is not {want}; {int(bad.sum())} such label(s) in all")
+          f"{where}: label value {col[i]:g} at example {i}, task {t.name!r} "
+          f"({t.type}) is not a value float32 can hold; {int(bad.sum())} "
+          "such label(s) in all")
   out = values.astype(np.float32)
   # One NaN bit pattern: the stored bytes (and the hash) do not depend on
   # how the NaNs were made.

@@ -103,8 +103,14 @@ def _scan(source: sources.SplitSource, n: int, images: bool):
   out_images = np.empty((n,) + tuple(spec.image_shape), np.uint8) if (
       images) else None
   out_labels = np.empty((n, spec.num_tasks), np.float32)
+  # A source that can read labels without decoding images (TFDS: no JPEG
+  # decode and resize of a whole split just to learn its labels) does so.
+  read_labels = None if images else getattr(source, "read_labels", None)
   for start in range(0, n, _READ_CHUNK):
     stop = min(n, start + _READ_CHUNK)
+    if read_labels is not None:
+      out_labels[start:stop] = read_labels(np.arange(start, stop))
+      continue
     x, y = source.read(np.arange(start, stop))
     if images:
       out_images[start:stop] = x

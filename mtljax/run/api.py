@@ -28,6 +28,7 @@ import numpy as np
 
 from mtljax import errors
 from mtljax.run import session
+from mtljax.tasks import types as task_types
 
 ConfigError = errors.ConfigError
 CheckpointError = errors.CheckpointError
@@ -115,7 +116,8 @@ class Model:
   """
 
   def __init__(self, *, workdir, arm, mode, seed, task_names, learning_rates,
-               best_step, image_shape, step, eval_fn, inputs, mesh, columns):
+               best_step, image_shape, step, eval_fn, inputs, mesh, columns,
+               tasks=None):
     self.workdir = workdir
     self.arm = arm
     self.mode = mode
@@ -128,26 +130,36 @@ class Model:
     self._eval_fn = eval_fn
     self._inputs = inputs      # (params[, model_state]): [1, K, ...] each
     self._mesh = mesh
-    self._columns = columns    # task -> (network k, logit column t)
+    self._columns = columns    # task -> (network k, its output columns)
+    # task name -> Task (its type says how outputs become predictions).
+    self.tasks = dict(tasks or {n: task_types.Task(n) for n in task_names})
 
   def __repr__(self) -> str:
     return (f"Model(arm={self.arm!r}, seed={self.seed}, "
             f"tasks={self.task_names}, learning_rates={self.learning_rates})")
 
   def logits(self, images) -> dict[str, np.ndarray]:
-    """Each task's logit: {task name: float32 [N]}. See `predict`."""
+    """Each task's outputs: {task name: float32 [N] (binary: the logit;
+    regression: the prediction) or [N, K] (a K-way task's logits)}."""
     x = self._images(images)
     if not len(x):
-      return {t: np.zeros((0,), np.float32) for t in self.task_names}
+      return {t: np.zeros((0,) if self.tasks[t].num_outputs == 1 else (
+          0, self.tasks[t].num_outputs), np.float32) for t in self.task_names}
     from mtljax.run import evaluate  # pylint: disable=g-import-not-at-top
     # The evaluator's own chunking, padding and sharding, so that the logits
     # are those the results were computed from (it needs no labels for that).
-    out = evaluate.Evaluator(self._eval_fn, x, None, None, self.task_names,
-                             self._mesh).logits(*self._inputs)  # [1, K, N, T]
-    return {task: out[0, k, :, t] for task, (k, t) in self._columns.items()}
+    out = evaluate.Evaluator(self._eval_fn, x, None, None,
+                             list(self.tasks.values()),
+                             self._mesh).logits(*self._inputs)  # [1, K, N, O]
+    out = {task: out[0, k, :, cols] for task, (k, cols) in
+           self._columns.items()}
+    return {task: v if self.tasks[task].type == "multiclass" else v[:, 0]
+            for task, v in out.items()}
 
   def predict(self, images) -> dict[str, np.ndarray]:
-    """Each task's probability (the sigmoid of its head's logit).
+    """Each task's prediction: a binary task's probability (the sigmoid of
+    its logit), a K-way task's class probabilities [N, K] (the softmax), a
+    regression task's value.
 
     Args:
       images: [N, H, W, C] (H, W, C = `image_shape`): uint8 images as stored
@@ -155,15 +167,26 @@ class Model:
         float images already normalised that way (x / 255 - 0.5).
 
     Returns:
-      {task name: float64 [N] probabilities}. The sigmoid is taken in float64
-      so that it keeps every distinction between the float32 logits: their
-      ranking, hence AUC, is preserved exactly.
+      {task name: float64 [N] probabilities (binary), [N, K] probabilities
+      (multiclass) or [N] values (regression)}. The sigmoid is taken in
+      float64 so that it keeps every distinction between the float32 logits:
+      their ranking, hence AUC, is preserved exactly.
 
     Raises:
       ValueError: images of another shape, dtype or (for floats) range.
     """
-    return {task: 1.0 / (1.0 + np.exp(-v.astype(np.float64)))
-            for task, v in self.logits(images).items()}
+    out = {}
+    for task, v in self.logits(images).items():
+      v = v.astype(np.float64)
+      kind = self.tasks[task].type
+      if kind == "binary":
+        out[task] = 1.0 / (1.0 + np.exp(-v))
+      elif kind == "multiclass":
+        e = np.exp(v - v.max(axis=-1, keepdims=True))
+        out[task] = e / e.sum(axis=-1, keepdims=True)
+      else:
+        out[task] = v
+    return out
 
   def _images(self, images) -> np.ndarray:
     x = np.asarray(images)
@@ -384,7 +407,8 @@ def _restore(workdir: str, cfg_dict: dict, *, arm: str, mode: str, seed: int,
   # and _Program is the one definition of their state's structure.
   programs = [train._Program(p, config, spec, seeds, mesh, tx)  # pylint: disable=protected-access
               for p in runs_lib.build_programs(config, spec.image_shape,
-                                               len(spec.task_names))]
+                                               len(spec.task_names),
+                                               spec.tasks)]
   ckpt = ckpt_lib.Checkpointer(ckpt_dir, keep=config.train.keep_checkpoints,
                                fingerprint=train.fingerprint(config),
                                config=train.computational_fields(config))
@@ -411,8 +435,14 @@ def _restore(workdir: str, cfg_dict: dict, *, arm: str, mode: str, seed: int,
   inputs = jax.device_put(
       jax.tree.map(lambda x: np.asarray(x)[s][np.asarray(cols)][None],
                    tuple(inputs)), parallel.replicated(mesh))
+  offsets = task_types.output_offsets(spec.tasks)
+  by_name = {t.name: t for t in spec.tasks}
+  # Task t's outputs are the columns offsets[t]:offsets[t + 1].
+  columns = {task: (k, slice(int(offsets[t]), int(offsets[t + 1])))
+             for task, (k, t) in columns.items()}
   return Model(workdir=workdir, arm=arm, mode=mode, seed=seed,
                task_names=list(rates), learning_rates=rates,
                best_step=best_step, image_shape=spec.image_shape,
                step=int(meta["step"]), eval_fn=prog.eval_fn, inputs=inputs,
-               mesh=mesh, columns=columns)
+               mesh=mesh, columns=columns,
+               tasks={n: by_name[n] for n in rates})

@@ -6,8 +6,8 @@
     registry.TASK_TYPES.get("multiclass").primary_metric  # "acc"
 
 Labels of every type live in one float array [N, T], one column per task:
-  * binary: 0 or 1; "?" is -1 (or NaN).
-  * multiclass: the class index 0..K-1; "?" is -1 (or NaN).
+  * binary: 0 or 1; "?" is -1.
+  * multiclass: the class index 0..K-1; "?" is -1.
   * regression: the target value; "?" is NaN.
 `observed(tasks, labels)` gives the [N, T] mask of labels that are not "?",
 and `check_labels` rejects everything else (a class index >= K, an inf
@@ -209,17 +209,15 @@ def output_offsets(tasks: Sequence[Task]) -> np.ndarray:
 def observed(tasks: Sequence[Task], labels: np.ndarray) -> np.ndarray:
   """bool [..., T]: which labels are observed (not "?").
 
-  Classification: "?" is any negative value (stored as -1) or NaN.
-  Regression: "?" is NaN. (Values that are neither "?" nor valid are for
-  `check_labels` to reject, not to be silently masked.)
+  Classification: "?" is -1. Regression: "?" is NaN. Anything else counts
+  as observed, so that an invalid value (a NaN class, a -2) is rejected by
+  `check_labels` rather than silently masked.
   """
   labels = np.asarray(labels)
+  is_reg = np.array([t.type == "regression" for t in tasks])
   if labels.dtype.kind in "iub":
-    is_cls = np.array([t.type != "regression" for t in tasks])
-    return ~(is_cls & (labels < 0))
-  with np.errstate(invalid="ignore"):
-    is_cls = np.array([t.type != "regression" for t in tasks])
-    return ~np.isnan(labels) & ~(is_cls & (labels < 0))
+    return ~(~is_reg & (labels == -1))
+  return ~np.where(is_reg, np.isnan(labels), labels == -1)
 
 
 def check_labels(tasks: Sequence[Task], labels: np.ndarray, where: str = "",
@@ -249,10 +247,10 @@ def check_labels(tasks: Sequence[Task], labels: np.ndarray, where: str = "",
   for j, t in enumerate(tasks):
     col, o = values[:, j], obs[:, j]
     if t.type == "binary":
-      bad = o & (col != 0) & (col != 1)
+      bad = o & ~((col == 0) | (col == 1))
       want = "0 or 1 (or -1 for '?')"
     elif t.type == "multiclass":
-      bad = o & ((col != np.floor(col)) | (col >= t.num_classes))
+      bad = o & ~((col == np.floor(col)) & (col >= 0) & (col < t.num_classes))
       want = (f"a class index in [0, {t.num_classes}) (or -1 for '?')")
     else:
       bad = o & ~np.isfinite(col)
