@@ -26,33 +26,14 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.testing import mocking
 
 from mtljax.data import sources
+from mtljax.data import testing
 from mtljax.data import tfds_source
 from mtljax.data.builders import DataError
 
 CELEB = {"tasks": {"attributes/*": "binary"}, "resize": (64, 64)}
 
 
-@contextlib.contextmanager
-def mock_tfds(num_examples=4):
-  """`tfds.testing.mock_data(policy=USE_CODE)`, with its batch read fixed.
-
-  In tensorflow-datasets 4.9.10 the mock's `__getitems__` is an unbound
-  `functools.partial(_getitems, generator=...)` set on a MagicMock (which
-  only binds the magic methods it knows, and `__getitems__` is not one), so
-  `source.__getitems__(keys)` raises TypeError. This accepts both call
-  forms; the generated examples are unchanged.
-  """
-  getitem = mocking._getitem  # pylint: disable=protected-access
-
-  def getitems(*args, generator, serialized=False):
-    self = args[0] if len(args) == 2 else None
-    return [getitem(self, k, generator, serialized=serialized)
-            for k in args[-1]]
-
-  with mocking.mock.patch.object(mocking, "_getitems", getitems), \
-      tfds.testing.mock_data(num_examples=num_examples,
-                             policy=tfds.testing.MockPolicy.USE_CODE):
-    yield
+mock_tfds = testing.mock_tfds
 
 
 # ---------------------------------------------------------------------------
@@ -419,3 +400,33 @@ def test_read_labels_under_mock():
     source = sources.open_split("tfds:celeb_a", "train", tfds_options=CELEB)
     _, labels = source.read([1, 2])
     np.testing.assert_array_equal(source.read_labels([1, 2]), labels)
+
+
+# ---------------------------------------------------------------------------
+# End to end: CelebA under mock_data trains through the CLI.
+
+
+@pytest.mark.slow
+def test_celeb_a_trains_through_the_cli_under_mock_data(tmp_path, monkeypatch):
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from mtljax import cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(cli, "_setup_logging", lambda verbose=False: None)
+  monkeypatch.setenv("MTLJAX_COMPILATION_CACHE", "")
+  config = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                        "experiments", "celeb_a.py")
+  wd = tmp_path / "w"
+  with mock_tfds(num_examples=64):
+    assert cli.main(["train", "--config", f"{config}:smoke", "--workdir",
+                     str(wd), "--config.train.progress=none",
+                     "--config.data.in_memory=never",
+                     f"--config.data.data_dir={tmp_path / 'tfds'}"]) == 0
+  with open(wd / "results.json") as f:
+    results = json.load(f)
+  assert results["dataset"]["name"] == "tfds:celeb_a"
+  names = results["dataset"]["task_names"]
+  assert len(names) == 40 and names[0].startswith("attributes/")
+  assert {r["arm"] for r in results["runs"]} == {"mtl", "stl"}
+  mtl = next(r for r in results["runs"] if r["arm"] == "mtl")
+  assert set(mtl["test"]["per_task"]) == set(names)
+  assert np.isfinite(mtl["test"]["mean"]["loss"])
