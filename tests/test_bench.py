@@ -12,7 +12,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "opt")
+SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "b8", "opt")
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,16 @@ def test_sections_have_their_fields(smoke):
   assert {"custom matmul backward", "custom conv backward",
           "non-finite guard (vs none)"} <= set(res["opt"]["rows"])
   assert res["b2b"]["peak_bf16_matmul_gflops_per_s"]
+  b8 = res["b8"]
+  assert {"num_examples", "image_shape", "peak_rss_mb", "rss_mb",
+          "batches_per_s", "eval_pass_s", "label_scan_s",
+          "in_memory_equivalent_gb", "under_4gb", "cpu"} <= set(b8)
+  assert b8["peak_rss_mb"] > 0 and b8["streaming"] is True
+  assert b8["image_shape"] == [64, 64, 3]
+  assert {"pipeline", "batches", "eval"} <= set(b8["rss_mb"])
 
 
 def test_prints_a_table(smoke):
   _, stdout = smoke
   assert "B1 step throughput" in stdout and "B7 study" in stdout
+  assert "B8 input pipeline memory" in stdout

@@ -255,3 +255,26 @@ def test_negative_policy_on_a_regression_task_is_a_config_error(tmp_path):
                      r"'digit'"):
     mtljax.train_and_evaluate(c, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
+
+
+def test_a_workdir_is_not_resumed_on_other_arrays_under_the_same_name(
+    tmp_path):
+  rng = np.random.default_rng(2)
+  splits = {s: _arrays(64, rng) for s in ("train", "validation", "test")}
+  tasks = [mtljax.tasks.Binary("cat"),
+           mtljax.tasks.Multiclass("digit", num_classes=4),
+           mtljax.tasks.Regression("age")]
+  mtljax.data.register_arrays("mixed_arrays_3", splits=splits, tasks=tasks)
+  c = mtljax.default_config()
+  c.data.name, c.data.data_dir = "mixed_arrays_3", str(tmp_path / "data")
+  c.model.encoder, c.modes = "mlp", ("mtl",)
+  c.train.steps, c.train.batch_size, c.train.eval_every = 4, 16, 2
+  c.train.checkpoint_every, c.train.progress = 2, "none"
+  first = mtljax.train_and_evaluate(c, str(tmp_path / "w"))
+  assert first["config"]["data"]["version"].startswith("h")
+  # One label changed: a new build, and the old workdir is not its own.
+  splits["train"][1][0, 0] = 1 - splits["train"][1][0, 0]
+  mtljax.data.register_arrays("mixed_arrays_3", splits=splits, tasks=tasks)
+  with pytest.raises(mtljax.config.ConfigError,
+                     match=r"config\.data\.version='h.*' here but 'h.*' in"):
+    mtljax.train_and_evaluate(c, str(tmp_path / "w"))

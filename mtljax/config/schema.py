@@ -54,6 +54,10 @@ def default_config() -> ml_collections.ConfigDict:
   # Hold the training images in memory ("auto": when at most 1 GiB of uint8)
   # or stream each batch's records from the files; the batches are the same.
   c.data.in_memory = "auto"         # "auto", "always", "never"
+  # The data's identity (build config and version; for arrays, the hash of
+  # their content). "": filled in when a run starts, so that a workdir is
+  # never resumed on other data under the same name; set it to pin one.
+  c.data.version = ""
   # For data.name = "tfds:<name>": a TFDS dataset prepared once with
   # `tfds build <name> --file_format=array_record` (see the README).
   c.data.tfds = ml_collections.ConfigDict()
@@ -174,6 +178,10 @@ COSMETIC_FIELDS = ("name", "data.data_dir", "data.in_memory", "train.progress",
                    "train.warn_skipped_share")
 
 
+# Fields that a run fills in from its dataset (`run/preflight.resolve`).
+_RESOLVED_AT_START = ("data.version",)
+
+
 # Fields removed from the schema, with the value that meant "what is done
 # now" (model.pool became the CNN's encoder_kwargs.pool, default "max").
 _OBSOLETE = {"model.pool": "max"}
@@ -239,6 +247,8 @@ def differences(ours: dict, theirs: dict) -> list[tuple[str, Any, Any]]:
       continue
     if k not in ours and k in _OBSOLETE and theirs.get(k) == _OBSOLETE[k]:
       continue  # a removed field at its old default: nothing differed
+    if k not in theirs and k in _RESOLVED_AT_START:
+      continue  # recorded only since the field exists: nothing to compare
     b = theirs[k] if k in theirs else defaults.get(k)
     if _json_form(ours.get(k)) != _json_form(b):
       out.append((k, ours.get(k), theirs.get(k)))

