@@ -36,3 +36,9 @@ def get_config(arg=None):
     c.train.checkpoint_every = c.train.steps // 5
     c.data.eval_examples = 5000  # of ~20k per split: evaluation stays cheap
   return c
+
+
+def get_sweep(h, arg=None):
+  """Network size: does one 40-head network need more width than one task?"""
+  v = presets.parse_arg(arg)
+  return h.sweep("model.width", [4, 16] if v.name == "smoke" else [8, 16, 32])

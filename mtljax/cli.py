@@ -82,6 +82,14 @@ def _overrides_dict(overrides: list[str]) -> dict:
   return out
 
 
+def _counts(items) -> list[tuple[str, int]]:
+  """[(item, count)] in first-seen order."""
+  out: dict = {}
+  for x in items:
+    out[x] = out.get(x, 0) + 1
+  return list(out.items())
+
+
 def _report_metrics() -> tuple[str, ...]:
   """Every metric of a registered task type, and "primary"."""
   from mtljax import registry  # pylint: disable=g-import-not-at-top
@@ -251,7 +259,8 @@ def _cmd_data(args) -> None:
   if args.data_command == "list":
     for name in data.dataset_names():
       spec = data.dataset_spec(name)
-      print(f"{name:<24} tasks={len(spec.task_names)} "
+      types = ", ".join(f"{n} {k}" for k, n in _counts(spec.task_types))
+      print(f"{name:<24} tasks={len(spec.task_names)} ({types}) "
             f"image={'x'.join(map(str, spec.image_shape))} "
             f"splits={spec.split_sizes}")
     return

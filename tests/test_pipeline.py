@@ -218,3 +218,40 @@ def test_corrupted_stored_data_raises_data_error(tiny_data, monkeypatch,
   with pytest.raises(data.DataError, match=match):
     data.load_split("mtl_scenes", "test", tiny_data.data_dir,
                     tiny_data.split_sizes)
+
+
+# ------------------------------------------------------------- streaming.
+
+
+def test_streamed_batches_equal_in_memory_batches(tiny_data):
+  kw = dict(seeds=(0, 1, 2), label_budget=(50, -1, 10, -1))
+  held = _pipe(tiny_data, in_memory="always", **kw)
+  streamed = _pipe(tiny_data, in_memory="never", **kw)
+  assert not held.streaming and streamed.streaming
+  assert streamed._images is None  # pylint: disable=protected-access
+  for step in (0, 1, 7, held.steps_per_epoch + 3):
+    _equal(held.batch(step), streamed.batch(step))
+  # Resumed mid-stream through grain's prefetching iterator, too.
+  _equal(next(iter(streamed.batches(5))), held.batch(5))
+
+
+def test_auto_streams_only_above_the_memory_limit(tiny_data, monkeypatch):
+  assert not _pipe(tiny_data).streaming  # 32x32x3 x 2000: 6 MB
+  monkeypatch.setattr(data.pipeline, "IN_MEMORY_BYTES", 1000)
+  assert _pipe(tiny_data).streaming
+  with pytest.raises(data.DataError, match="in_memory must be one of"):
+    _pipe(tiny_data, in_memory="sometimes")
+
+
+@pytest.mark.parametrize("in_memory", ["always", "never"])
+def test_eval_split_chunks_equal_the_whole_split(tiny_data, in_memory):
+  images, labels, mask = data.eval_arrays(
+      "mtl_scenes", "validation", tiny_data.data_dir, tiny_data.split_sizes,
+      log=None)
+  ev = data.eval_split("mtl_scenes", "validation", tiny_data.data_dir,
+                       tiny_data.split_sizes, in_memory=in_memory, log=None)
+  assert len(ev) == len(images)
+  np.testing.assert_array_equal(ev.labels, labels)
+  np.testing.assert_array_equal(ev.mask, mask)
+  for start, stop in ((0, 7), (7, 300), (300, len(ev))):
+    np.testing.assert_array_equal(ev.images(start, stop), images[start:stop])

@@ -23,23 +23,9 @@ reported for the tasks that have it; the others are skipped with a note.
 Learning rates are selected by the selection metric, which may be
 `"primary"` (the mean over a unit's tasks of each task's primary metric).
 
-Δm (Maninis et al., 2019, "Attentive single-tasking of multiple tasks"): for
-each seed s,
-
-    Δm_s = (100 / T) Σ_t (−1)^{l_t} (M_arm,t,s − M_stl,t,s) / M_stl,t,s
-
-over each task's primary test metric at the chosen rates, with l_t = 1 when
-that metric is lower-is-better (the sign comes from the task type; every
-built-in primary is higher-is-better, so it is +1 there). M_stl is the real
-STL arm's run of the same seed (paired), not an untrained or epoch-0 model
-(as LibMTL's Δm is). The reference is the baseline arm if it is an STL arm,
-else the arm "stl", else the only STL arm; every non-STL arm (MTL,
-partitions) gets Δm: the mean over seeds with a t-interval (`stats.mean_ci`).
-Seeds run by only one of the two arms, or with no test value at all in one
-of them, are left out. A task enters Δm only where both arms have its
-primary metric at every remaining seed and M_stl,t,s ≠ 0; other tasks are
-skipped and named (`skipped`), and T counts the tasks kept. No task kept:
-Δm is NaN (null).
+Δm (Maninis et al., 2019), each non-STL arm against an STL arm paired by
+seed, is computed in delta_m.py (see its module doc); one arm's rate
+selection and test table in report_arms.py.
 """
 
 from __future__ import annotations
@@ -54,6 +40,8 @@ import numpy as np
 
 from mtljax.analysis import report_sweeps
 from mtljax.analysis import stats
+from mtljax.analysis.delta_m import _delta_m
+from mtljax.analysis.delta_m import _stl_reference
 from mtljax.analysis.report_load import task_objects
 from mtljax.tasks import types as task_types
 # Re-exported: report.load_results, report.ReportError, report.SCHEMA_VERSION.
@@ -61,29 +49,21 @@ from mtljax.analysis.report_load import load_results  # noqa: F401 (re-exported)
 from mtljax.analysis.report_load import ReportError
 from mtljax.analysis.report_load import SCHEMA_VERSION  # noqa: F401 (re-exported)
 from mtljax.analysis.report_md import markdown
+from mtljax.analysis.report_arms import _arm
+from mtljax.analysis.report_arms import _ci
+from mtljax.analysis.report_arms import _nanmean
+from mtljax.analysis.report_arms import _paired_rows
+from mtljax.analysis.report_arms import _per_task_metric
+from mtljax.analysis.report_arms import CONFIDENCE  # also report.CONFIDENCE
 from mtljax.analysis.report_sweeps import sweep_axis  # re-exported: report.sweep_axis
 
 PRIMARY = task_types.PRIMARY
 
-CONFIDENCE = 0.95
 MAX_BAR_CHARTS_PER_EXPERIMENT = 6  # beyond this: first and last condition only
 MAX_PNGS = 40
 
 
 # --------------------------------------------------------------- summarizing.
-def _num(v) -> float:
-  return float("nan") if v is None else float(v)
-
-
-def _value(run: dict, split: str, task: str, metric: str) -> float:
-  return _num(run[split]["per_task"].get(task, {}).get(metric))
-
-
-def _nanmean(x) -> float:
-  x = np.asarray(x, dtype=np.float64)
-  return float(np.nanmean(x)) if np.any(~np.isnan(x)) else float("nan")
-
-
 def _group(results: list[dict]) -> list[dict]:
   """Merges results by (experiment, dataset, condition); runs are pooled."""
   groups: dict[tuple, dict] = {}
@@ -134,111 +114,12 @@ def _where(source: str) -> str:
   return source
 
 
-def _units(runs: list[dict], tasks: list[str]) -> list[list[str]]:
-  """The networks of an arm, as task lists: each picks its own rate.
-
-  MTL is one unit of every task, STL one per task, a partition one per
-  group (results.json's `groups`; older results only have `mode`). Tasks the
-  arm does not learn are units of their own, with no scores.
-  """
-  groups = runs[0].get("groups")
-  if groups is None:
-    return [[t] for t in tasks] if runs[0]["mode"] == "stl" else [tasks]
-  units = [[t for t in g if t in tasks] for g in groups]
-  units = [u for u in units if u]
-  learned = {t for u in units for t in u}
-  return units + [[t] for t in tasks if t not in learned]
-
-
-def _per_task_metric(tasks: list, metric: str) -> dict:
-  """{task name: the metric it is read in, or None if it has none}.
-
-  `PRIMARY` is each task's own primary metric.
-  """
-  return {t.name: (t.primary_metric if metric == PRIMARY else
-                   metric if metric in t.metrics else None) for t in tasks}
-
-
 def _direction(metric: str, tasks: list) -> bool:
   """Whether `metric` is higher-is-better (for the tasks that have it)."""
   if metric == PRIMARY:
     return True  # Every primary metric is higher-is-better.
   hib = [t.higher_is_better(metric) for t in tasks if metric in t.metrics]
   return hib[0] if hib else True
-
-
-def _select(runs: list[dict], tasks: list[str], sel_of: dict, sign: float
-            ) -> tuple[dict, dict]:
-  """Chosen lr per task and the validation score of every (unit, lr).
-
-  sel_of[t] is the validation metric task t is selected by (None: t does not
-  count); sign is +1 for higher-is-better selection, else -1.
-  A rate with more NaN seeds (e.g. diverged) ranks below any with fewer, so a
-  rate is not rewarded for the seeds it survived; ties go to the smaller rate.
-  """
-  lrs = sorted({r["learning_rate"] for r in runs})
-  units = _units(runs, tasks)
-  chosen, scores = {}, {}
-  for unit in units:
-    rank, table = [], {}
-    for lr in lrs:
-      seeds = [_nanmean([_value(r, "val", t, sel_of[t]) for t in unit])
-               for r in runs if r["learning_rate"] == lr]
-      n_nan = int(np.isnan(seeds).sum())
-      mean = _nanmean(seeds)
-      table[f"{lr:g}"] = mean
-      rank.append((n_nan, -sign * mean if not math.isnan(mean) else math.inf,
-                   lr))
-    best = min(rank)[2]
-    key = ("mean" if len(unit) == len(tasks) and len(units) == 1
-           else "+".join(unit))
-    scores[key] = table
-    chosen.update({t: best for t in unit})
-  return chosen, scores
-
-
-def _ci(values) -> dict:
-  mean, lo, hi, n = stats.mean_ci(values, CONFIDENCE)
-  return {"mean": mean, "lo": lo, "hi": hi, "n": n,
-          "values": [float(v) for v in values]}
-
-
-def _test_table(runs: list[dict], seeds: list, tasks: list[str],
-                chosen: dict, metric_of: dict) -> np.ndarray:
-  """[S, T]: test metric_of[t] of seed s, task t at task t's chosen rate."""
-  by_key = {(r["seed"], r["learning_rate"]): r for r in runs}
-  table = np.full((len(seeds), len(tasks)), np.nan)
-  for i, s in enumerate(seeds):
-    for j, t in enumerate(tasks):
-      run = by_key.get((s, chosen[t]))
-      if run is not None:
-        table[i, j] = _value(run, "test", t, metric_of[t])
-  return table
-
-
-def _arm(runs: list[dict], g: dict, metric_of: dict, sel_of: dict,
-         sign: float) -> dict:
-  """One arm: chosen rates, test CIs of the reported tasks (metric_of)."""
-  mode, tasks = runs[0]["mode"], g["task_names"]
-  chosen, scores = _select(runs, tasks, sel_of, sign)
-  seeds = sorted({r["seed"] for r in runs})
-  reported = list(metric_of)
-  table = _test_table(runs, seeds, reported, chosen, metric_of)
-  counts = [r.get("param_count") for r in runs if r.get("param_count")]
-  return {
-      "mode": mode, "seeds": seeds, "n_seeds": len(seeds),
-      "param_count": int(counts[0]) if counts else None,
-      "lr": {"grid": sorted({r["learning_rate"] for r in runs}),
-             "per_task_selection": mode != "mtl", "chosen": chosen,
-             "val_score": scores},
-      "test": {"per_task": {t: _ci(table[:, j])
-                            for j, t in enumerate(reported)},
-               "mean": _ci([_nanmean(row) for row in table])},
-      "_table": table,
-      # Each task's primary test metric, for Δm.
-      "_primary": _test_table(runs, seeds, tasks, chosen,
-                              _per_task_metric(g["tasks"], PRIMARY)),
-  }
 
 
 def _verdict(d: dict, higher_is_better: bool | None) -> str:
@@ -249,14 +130,6 @@ def _verdict(d: dict, higher_is_better: bool | None) -> str:
     return "n/a (a mean over metrics of opposite directions)"
   # "better" in the metric's own direction: a lower loss is better.
   return "better" if (lo > 0) == higher_is_better else "worse"
-
-
-def _paired_rows(a: dict, b: dict, key: str
-                 ) -> tuple[list, np.ndarray, np.ndarray]:
-  """The seeds both arms ran, and their a[key], b[key] rows for them."""
-  seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
-  return (seeds, a[key][[a["seeds"].index(s) for s in seeds]],
-          b[key][[b["seeds"].index(s) for s in seeds]])
 
 
 def _compare(a: dict, b: dict, tasks: list[str], hib_of: dict) -> dict:
@@ -287,47 +160,6 @@ def _compare(a: dict, b: dict, tasks: list[str], hib_of: dict) -> dict:
             for i in range(len(seeds))])
   return {"seeds": seeds, "per_task": per_task, "mean": mean, "delta_p": dp,
           "tasks": [tasks[j] for j in both], "verdict": _verdict(mean, hib)}
-
-
-def _delta_m(a: dict, ref: dict, g: dict) -> dict:
-  """Δm of arm a against the STL arm ref, per seed (see the module doc)."""
-  tasks = g["task_names"]
-  prim = _per_task_metric(g["tasks"], PRIMARY)
-  hib = [t.higher_is_better(prim[t.name]) for t in g["tasks"]]
-  seeds, pa, pb = _paired_rows(a, ref, "_primary")
-  # A seed with no test value at all in one arm is a run it lacks.
-  rows = [i for i in range(len(seeds))
-          if np.any(~np.isnan(pa[i])) and np.any(~np.isnan(pb[i]))]
-  seeds, pa, pb = [seeds[i] for i in rows], pa[rows], pb[rows]
-  keep, skipped = [], {}
-  for j, t in enumerate(tasks):
-    m = prim[t]
-    if not seeds or np.all(np.isnan(pa[:, j])) or np.all(np.isnan(pb[:, j])):
-      skipped[t] = f"not learned by both arms (no {m} in one of them)"
-    elif np.any(np.isnan(pa[:, j]) | np.isnan(pb[:, j])):
-      s = seeds[int(np.flatnonzero(np.isnan(pa[:, j])
-                                   | np.isnan(pb[:, j]))[0])]
-      skipped[t] = f"its {m} is NaN at seed {s}"
-    elif np.any(pb[:, j] == 0):
-      s = seeds[int(np.flatnonzero(pb[:, j] == 0)[0])]
-      skipped[t] = f"its STL {m} is 0 at seed {s} (the ratio is undefined)"
-    else:
-      keep.append(j)
-  values = [stats.relative_improvement(pa[i, keep], pb[i, keep],
-                                       [hib[j] for j in keep])
-            if keep else math.nan for i in range(len(seeds))]
-  return {**_ci(values), "seeds": seeds, "tasks": [tasks[j] for j in keep],
-          "skipped": skipped}
-
-
-def _stl_reference(arms: dict, baseline: str) -> str | None:
-  """The STL arm that Δm is against: the baseline if STL, "stl", the only."""
-  if baseline in arms and arms[baseline]["mode"] == "stl":
-    return baseline
-  if "stl" in arms and arms["stl"]["mode"] == "stl":
-    return "stl"
-  stl = [a for a, d in arms.items() if d["mode"] == "stl"]
-  return stl[0] if len(stl) == 1 else None
 
 
 def summarize(results: list[dict], metric: str | None = None,

@@ -1,10 +1,12 @@
-"""Configs: the schema (`schema.py`) and config files and sweeps (`loading.py`).
+"""Configs: the schema (`schema.py`, its checks in `checks.py`) and config
+files and sweeps (`loading.py`).
 
     cfg = load_config("experiments/e1_mtl_vs_stl.py:quick", ["model.width=32"])
     points = load_sweep("experiments/e1_mtl_vs_stl.py:quick")
     cfg = validate(apply_overrides(cfg, {"model.width": 64}))
 """
 
+from mtljax.config.checks import tfds_options
 from mtljax.config.loading import Hyper
 from mtljax.config.loading import apply_overrides
 from mtljax.config.loading import load_config
@@ -23,7 +25,6 @@ from mtljax.config.schema import describe_differences
 from mtljax.config.schema import differences
 from mtljax.config.schema import flatten_dict
 from mtljax.config.schema import open_kwargs
-from mtljax.config.schema import tfds_options
 from mtljax.config.schema import to_dict
 from mtljax.config.schema import validate
 

@@ -25,11 +25,11 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from mtljax.config.checks import _coerce
+from mtljax.config.checks import _unknown
 from mtljax.config.schema import ConfigError
-from mtljax.config.schema import _coerce
 from mtljax.config.schema import _flatten
 from mtljax.config.schema import _is_open
-from mtljax.config.schema import _unknown
 from mtljax.config.schema import default_config
 from mtljax.config.schema import validate
 

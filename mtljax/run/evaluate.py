@@ -9,7 +9,7 @@
 normalised chunks on demand, so a large split is never held as float32.
 Logits are computed on device in fixed-size chunks (bounded memory, one
 compilation) and pulled to the host once per evaluation; the metrics are
-exact numpy, each task in its own type's metrics (see metrics.py).
+exact numpy, each task in its own type's metrics (see typed_metrics.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from mtljax.tasks import metrics as metrics_lib
+from mtljax.tasks import typed_metrics as typed_metrics_lib
 from mtljax.tasks import types as types_lib
 from mtljax.core import parallel
 
@@ -78,7 +78,7 @@ class Evaluator:
     """task_metrics of every run: a [S][G] nested list of dicts."""
     logits = self.logits(params, model_state)
     s, g = logits.shape[:2]
-    flat = metrics_lib.typed_metrics_batched(
+    flat = typed_metrics_lib.typed_metrics_batched(
         logits.reshape((s * g,) + logits.shape[2:]), self.labels, self.mask,
         self.tasks)
     return [flat[i * g:(i + 1) * g] for i in range(s)]
