@@ -278,3 +278,55 @@ def test_a_workdir_is_not_resumed_on_other_arrays_under_the_same_name(
   with pytest.raises(mtljax.config.ConfigError,
                      match=r"config\.data\.version='h.*' here but 'h.*' in"):
     mtljax.train_and_evaluate(c, str(tmp_path / "w"))
+
+
+CONFIG_FILE = '''
+"""A config file that registers its own arrays (as a user's would)."""
+import numpy as np
+from sklearn.datasets import load_digits
+
+import mtljax
+
+digits = load_digits()
+x = digits.images[..., None]
+y = np.stack([digits.target % 2, digits.target], axis=1).astype(np.float32)
+y[::7, 1] = -1
+mtljax.data.register_arrays(
+    "file_digits",
+    splits={"train": (x[:1000], y[:1000]), "validation": (x[1000:1300], y[1000:1300]),
+            "test": (x[1300:], y[1300:])},
+    tasks=[mtljax.tasks.Binary("odd"), mtljax.tasks.Multiclass("digit", num_classes=10)],
+    image_range=(0, 16))
+
+
+def get_config(arg=None):
+  c = mtljax.default_config()
+  c.data.name = "file_digits"
+  c.model.encoder, c.model.width, c.model.depth = "mlp", 16, 1
+  c.modes, c.num_seeds = ("mtl", "stl"), 1
+  c.train.steps, c.train.batch_size, c.train.eval_every = 6, 32, 3
+  c.train.checkpoint_every = 3
+  return c
+'''
+
+
+def test_a_config_file_that_registers_arrays_trains_through_the_cli(
+    tmp_path, monkeypatch):
+  from mtljax import cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(cli, "_setup_logging", lambda verbose=False: None)
+  monkeypatch.setenv("MTLJAX_COMPILATION_CACHE", "")
+  path = tmp_path / "my_arrays.py"
+  path.write_text(CONFIG_FILE)
+  wd = tmp_path / "w"
+  argv = ["train", "--config", str(path), "--workdir", str(wd),
+          "--config.train.progress=none",
+          f"--config.data.data_dir={tmp_path / 'data'}"]
+  assert cli.main(argv) == 0
+  with open(wd / "results.json") as f:
+    results = json.load(f)
+  assert [t["type"] for t in results["dataset"]["tasks"]] == ["binary",
+                                                              "multiclass"]
+  assert {r["arm"] for r in results["runs"]} == {"mtl", "stl"}
+  # The same file again: the same content hash, so the finished workdir is
+  # its own (nothing rebuilt, nothing refused).
+  assert cli.main(argv) == 0
