@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """mtljax benchmarks: throughput, efficiency, runs per compile, ...
 
-    python scripts/bench.py                        # everything (~6 min, 2 cores)
+    python scripts/bench.py                        # everything (~9 min, 2 cores)
     python scripts/bench.py --smoke --out /tmp/b.json  # tiny sizes, for CI
     python scripts/bench.py --only b1,b2,b2b       # some sections
     python scripts/bench.py --reproduce-times      # + `python -m mtljax reproduce`
@@ -23,6 +23,8 @@ is in scripts/benchlib/, this file is the command line):
        wall time with --reproduce-times).
   b7   a small study end to end: mtljax in one process vs one PyTorch
        process per run, one after another (start-up included).
+  b8   input pipeline memory: peak RSS of the train feed and evaluation
+       splits on a celeb_a-sized mock (162,770 x 64x64x3), in a worker.
   opt  what the optimizations buy: each one switched off, side by side
        with it switched on (custom matmul and convolution backward passes).
 
@@ -54,6 +56,7 @@ if _REPO not in sys.path:
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchlib.common import (
     environment, err_text, FULL, load_average, SECTIONS, SMOKE)
+from benchlib.data import section_b8, worker_b8
 from benchlib.mlp import section_b1, section_b2, section_b2b
 from benchlib.runs import (
     section_b3, section_b4, section_b5, section_b6, worker_b5)
@@ -65,7 +68,8 @@ from benchlib.table import table
 
 _SECTION_FNS = {"b1": section_b1, "b2": section_b2, "b2b": section_b2b,
                 "b3": section_b3, "b4": section_b4, "b5": section_b5,
-                "b6": section_b6, "b7": section_b7, "opt": section_opt}
+                "b6": section_b6, "b7": section_b7, "b8": section_b8,
+                "opt": section_opt}
 
 
 def _worker_main(args, cfg) -> None:
@@ -76,6 +80,8 @@ def _worker_main(args, cfg) -> None:
     out = worker_b7_jax(cfg, a[0])
   elif args.worker == "b7-torch":
     out = worker_b7_torch(cfg, a[0], int(a[1]), int(a[2]))
+  elif args.worker == "b8":
+    out = worker_b8(cfg)
   elif args.worker == "opt-malloc":
     out = worker_opt_malloc(cfg)
   else:

@@ -152,6 +152,30 @@ def table(res) -> str:
     else:
       add(f"  PyTorch: {b['torch_note']}")
     add("")
+  if "b8" in res:
+    b = res["b8"]
+    shape = "x".join(str(s) for s in b["image_shape"])
+    ev = b["eval_examples"]
+    add(f"B8 input pipeline memory — {b['num_examples']} x {shape} "
+        f"({b['dataset']}; in_memory={b['in_memory']}, streaming "
+        f"{b['streaming']})")
+    add(f"  peak RSS {b['peak_rss_mb']:.0f} MiB "
+        f"({'under' if b['under_4gb'] else 'NOT under'} 4 GB); the old "
+        f"in-memory path: {b['in_memory_equivalent_gb']:.2f} GB "
+        f"({b['in_memory_equivalent_full_res_gb']:.1f} GB at celeb_a's "
+        "218x178)")
+    add("  RSS MiB (current / peak) after: " + "; ".join(
+        f"{k} {b['rss_mb'][k]:.0f} / {b['peak_rss_mb_by_phase'][k]:.0f}"
+        for k in b["rss_mb"]))
+    add(f"  label scan {b['label_scan_s']:.1f} s; {b['seeds']} seeds x "
+        f"{b['global_batch_size']}: {b['batches_per_s']:.2f} batches/s "
+        f"({b['records_per_s']:.0f} records/s, {b['batches']} batches)")
+    add(f"  eval: validation {ev['validation']} + test {ev['test']} opened in "
+        f"{b['eval_open_s']:.1f} s; one validation pass in chunks of "
+        f"{b['eval_chunk']}: {b['eval_pass_s']:.2f} s (held as uint8: "
+        f"{b['eval_held_in_memory']}), {b['eval_pass_streamed_s']:.1f} s "
+        "streamed")
+    add("")
   for name, e in res.get("errors", {}).items():
     add(f"{name.upper()} FAILED: {e}")
   return "\n".join(lines)
