@@ -78,7 +78,12 @@ def _overrides_dict(overrides: list[str]) -> dict:
   out = {}
   for o in overrides:
     k, v = o.split("=", 1)
-    out[k.removeprefix("config.")] = config_lib.parse_value(v)
+    k = k.removeprefix("config.")
+    # A display or bookkeeping setting (progress, data dir) does not define
+    # a condition of the experiment: the report would otherwise split runs
+    # that computed the same thing into "progress=log" and the rest.
+    if k not in config_lib.COSMETIC_FIELDS:
+      out[k] = config_lib.parse_value(v)
   return out
 
 
