@@ -194,18 +194,18 @@ def test_delta_m_skips_a_task_whose_stl_value_is_zero_or_nan(tmp_path):
   for run in r["runs"]:
     if run["arm"] == "stl" and run["learning_rate"] == GOOD_LR:
       if run["seed"] == 1:
-        run["test"]["per_task"]["r"]["r2"] = 0.0
+        run["test"]["per_task"]["r"]["r2"] = -0.25  # worse than the mean's
       if run["seed"] == 2:
         run["test"]["per_task"]["d"]["acc"] = None
   summary = report.write_report([r], str(tmp_path / "out"))
   got = summary["conditions"][0]["delta_m"]["arms"]["mtl"]
   assert got["tasks"] == ["a"]
-  assert "0 at seed 1" in got["skipped"]["r"]
+  assert "-0.25 at seed 1, not > 0" in got["skipped"]["r"]
   assert "NaN at seed 2" in got["skipped"]["d"]
   want = 100.0 * (MTL[:, 0] - STL[:, 0]) / STL[:, 0]
   assert got["values"] == pytest.approx(want)
   md = open(tmp_path / "out" / "report.md").read()
-  assert "Δm of `mtl` skips task `r`: its STL r2 is 0 at seed 1" in md
+  assert "Δm of `mtl` skips task `r`: its STL r2 is -0.25 at seed 1" in md
   # Every task's STL value is 0: no task is left, Δm is NaN (None).
   for run in r["runs"]:
     if run["arm"] == "stl":

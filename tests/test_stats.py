@@ -82,3 +82,11 @@ def test_relative_improvement_signs():
   assert stats.relative_improvement([0.9, np.nan], [0.8, 0.7]) == pytest.approx(
       12.5)
   assert np.isnan(stats.relative_improvement([0.9], [0.0]))
+
+
+def test_relative_improvement_is_signed_by_direction_not_by_the_baseline():
+  # An R² from -0.5 to 0 is an improvement of 100 % of |baseline|.
+  assert stats.relative_improvement([0.0], [-0.5], [True]) == 100.0
+  assert stats.relative_improvement([-1.0], [-0.5], [True]) == -100.0
+  # Lower is better: a loss from 2 to 1 is +50 %.
+  assert stats.relative_improvement([1.0], [2.0], [False]) == 50.0

@@ -17,9 +17,12 @@ else the arm "stl", else the only STL arm; every non-STL arm (MTL,
 partitions) gets Δm: the mean over seeds with a t-interval (`stats.mean_ci`).
 Seeds run by only one of the two arms, or with no test value at all in one
 of them, are left out. A task enters Δm only where both arms have its
-primary metric at every remaining seed and M_stl,t,s ≠ 0; other tasks are
-skipped and named (`skipped`), and T counts the tasks kept. No task kept:
-Δm is NaN (null).
+primary metric at every remaining seed and M_stl,t,s > 0 (a relative change
+against a reference at or below 0, such as an STL R² no better than the
+mean's, is undefined); other tasks are skipped and named (`skipped`), and T
+counts the tasks kept. No task kept: Δm is NaN (null). A reference near 0
+(an R² of 0.05) still makes that task's ratio large: read Δm with the
+per-task table.
 """
 
 from __future__ import annotations
@@ -54,9 +57,12 @@ def _delta_m(a: dict, ref: dict, g: dict) -> dict:
       s = seeds[int(np.flatnonzero(np.isnan(pa[:, j])
                                    | np.isnan(pb[:, j]))[0])]
       skipped[t] = f"its {m} is NaN at seed {s}"
-    elif np.any(pb[:, j] == 0):
-      s = seeds[int(np.flatnonzero(pb[:, j] == 0)[0])]
-      skipped[t] = f"its STL {m} is 0 at seed {s} (the ratio is undefined)"
+    elif np.any(pb[:, j] <= 0):
+      # Δm is a relative change: against a reference at or below 0 (an STL
+      # R² no better than predicting the mean) it is undefined.
+      i = int(np.flatnonzero(pb[:, j] <= 0)[0])
+      skipped[t] = (f"its STL {m} is {pb[i, j]:.3g} at seed {seeds[i]}, not "
+                    "> 0 (a relative change is undefined)")
     else:
       keep.append(j)
   values = [stats.relative_improvement(pa[i, keep], pb[i, keep],

@@ -131,7 +131,9 @@ def relative_improvement(m_mtl: Sequence[float], m_stl: Sequence[float],
   ok = ~(np.isnan(mtl) | np.isnan(stl)) & (stl != 0)
   if not ok.any():
     return float("nan")
-  rel = sign[ok] * (mtl[ok] - stl[ok]) / stl[ok]
+  # |baseline|: a change towards "better" is positive whatever the baseline's
+  # sign (an R² from -0.5 to 0 is an improvement, not -100 %).
+  rel = sign[ok] * (mtl[ok] - stl[ok]) / np.abs(stl[ok])
   return float(rel.mean() * 100.0)
 
 

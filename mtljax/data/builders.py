@@ -104,7 +104,10 @@ def canonical_name(name: str) -> str:
     if name in registry.DATASETS.get(n).aliases:
       return n
   raise DataError(f"unknown dataset {name!r}; valid datasets: "
-                  f"{', '.join(dataset_names())}")
+                  f"{', '.join(dataset_names())} (data registered with "
+                  "mtljax.data.register_arrays exists only in the process "
+                  "that registered it: register it first; a TFDS dataset is "
+                  "'tfds:<name>')")
 
 
 def _split_sizes(name: str, split_sizes) -> tuple[int, int, int]:

@@ -57,6 +57,30 @@ def _as_dict(value, what: str) -> dict:
                   f"{value!r}")
 
 
+def _task_string(pattern: str, text: str) -> dict:
+  """"binary", "multiclass:10", "regression:huber" or "regression:huber:0.5".
+
+  The string form is what a config (string pairs) and a command line hold.
+  """
+  kind, *rest = [p.strip() for p in text.split(":")]
+  task = {"type": kind}
+  try:
+    if kind == "multiclass" and len(rest) == 1:
+      task["num_classes"] = int(rest[0])
+    elif kind == "regression" and 1 <= len(rest) <= 2:
+      task["loss"] = rest[0]
+      if len(rest) == 2:
+        task["delta"] = float(rest[1])
+    elif rest:
+      raise ValueError
+  except ValueError:
+    raise DataError(
+        f"data.tfds.tasks[{pattern!r}]: {text!r} is not a task; use a type "
+        "(binary, multiclass, regression), multiclass:K (K classes), or "
+        "regression:LOSS[:DELTA] (mse, huber, l1)") from None
+  return task
+
+
 def _parse_tasks(value) -> tuple[tuple[str, dict], ...]:
   if isinstance(value, str):
     pairs = []
@@ -74,7 +98,7 @@ def _parse_tasks(value) -> tuple[tuple[str, dict], ...]:
       raise DataError(f"data.tfds.tasks: a pattern must be a non-empty "
                       f"string; got {pattern!r}")
     if isinstance(task, str):
-      task = {"type": task}
+      task = _task_string(pattern, task)
     else:
       task = _as_dict(task, f"data.tfds.tasks[{pattern!r}]")
       unknown = sorted(set(task) - set(_TASK_KEYS))

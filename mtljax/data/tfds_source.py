@@ -28,17 +28,20 @@ Options (`config.data.tfds`; `DEFAULT_OPTIONS`):
       or "label". A pattern is matched segment by segment with shell globs
       (`fnmatch`: `*`, `?`, `[...]`; a `*` never crosses a "/"), so
       "attributes/*" is celeb_a's 40 boolean attributes. A task is a type
-      name, "binary", "multiclass" or "regression", or a mapping
-      {"type": ..., "num_classes": K, "loss": "huber", "delta": 1.0} (the
-      `mtljax.tasks.Task` fields). Also accepted: (pattern, task) pairs
-      (what `config.data.tfds.tasks` holds) and a string
-      "attributes/*=binary,label=multiclass" (for command lines).
+      name, "binary", "multiclass" or "regression"; "multiclass:K" (an
+      integer feature with K classes) or "regression:huber[:DELTA]" (also
+      "regression:l1"); or a mapping {"type": ..., "num_classes": K,
+      "loss": "huber", "delta": 1.0} (the `mtljax.tasks.Task` fields). Also
+      accepted: (pattern, task) pairs (what `config.data.tfds.tasks` holds,
+      with task strings) and, from Python, a string
+      "attributes/*=binary,label=multiclass".
       Task names are the feature paths; label columns are in SORTED feature
       path order (whatever the order of the patterns). A pattern that
       matches nothing, a feature matched by two patterns, and a type that
       does not fit its feature are errors naming the pattern or feature:
         binary:      a bool, an integer, a float or a 2-class ClassLabel
-                     feature; values 0/1 (negative or NaN: "?").
+                     feature; values 0/1 (anything else is an error: a
+                     feature coded -1/+1 is rejected, not read as "?").
         multiclass:  a ClassLabel (K = its num_classes), or an integer
                      feature with "num_classes" given; the class index.
         regression:  an integer or float feature; the value (NaN: "?").
@@ -345,6 +348,14 @@ class TfdsSource:
                             f"{int(indices[i])} is {v.dtype} {v.shape}, not "
                             "a number")
         column = np.array([np.asarray(v, np.float64) for v in values])
+      if t.type == "binary" and np.any(column == -1):
+        # mtljax reads -1 as "?", but a TFDS feature coded -1/+1 is far more
+        # likely than one with missing values: refuse rather than mask.
+        i = int(np.flatnonzero(column == -1)[0])
+        raise DataError(
+            f"{self.where}: feature {t.name!r} of example {int(indices[i])} "
+            "is -1; a binary task from a TFDS feature needs 0/1 (a feature "
+            "coded -1/+1 would be read as '?'/1)")
       labels[:, j] = column
     sources.check_labels(self.where, tasks, labels, indices=indices)
     return labels.astype(np.float32)

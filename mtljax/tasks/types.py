@@ -96,7 +96,10 @@ class Task:
     if not isinstance(self.name, str) or not self.name:
       raise ValueError(f"a task name must be a non-empty string; got "
                        f"{self.name!r}")
-    registry.TASK_TYPES.get(self.type)  # Names the registered types.
+    if self.type not in registry.TASK_TYPES:
+      raise ValueError(f"task {self.name!r}: type {self.type!r} is not a "
+                       "registered task type; registered: "
+                       f"{', '.join(registry.TASK_TYPES.names())}")
     if self.type == "multiclass":
       k = self.num_classes
       if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
@@ -115,6 +118,9 @@ class Task:
       if not (np.isfinite(self.delta) and self.delta > 0):
         raise ValueError(f"task {self.name!r}: delta must be > 0; got "
                          f"{self.delta!r}")
+      if loss != "huber" and self.delta != 1.0:
+        raise ValueError(f"task {self.name!r}: delta is the Huber loss's; "
+                         f"it means nothing for loss={loss!r}")
     elif self.loss:
       raise ValueError(f"task {self.name!r} ({self.type}): loss is only for "
                        f"regression tasks; got {self.loss!r}")
