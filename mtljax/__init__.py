@@ -40,7 +40,7 @@ _LAZY = {
 
 # Subpackages reachable as attributes (`mtljax.tasks.Binary`,
 # `mtljax.data.register_arrays`) without an explicit import.
-_SUBPACKAGES = ("config", "data", "tasks")
+_SUBPACKAGES = ("config", "data", "methods", "tasks")
 
 __all__ = list(_LAZY) + list(_SUBPACKAGES)
 

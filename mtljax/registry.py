@@ -158,5 +158,8 @@ DATASETS = Registry("dataset", "data.name", "mtljax.data.procedural")
 TASK_TYPES = Registry("task type", "task type", "mtljax.tasks.types")
 LOSS_WEIGHTINGS = Registry("loss weighting", "loss.normalize",
                            "mtljax.tasks.losses")
+# Gradient aggregators: `fn(grads [T, P], **hparams) -> direction [P]`.
+AGGREGATORS = Registry("aggregator", "method.aggregator",
+                       "mtljax.methods.aggregators")
 OPTIMIZERS = Registry("optimizer", "optimizer.name", "mtljax.core.optim")
 SCHEDULES = Registry("schedule", "optimizer.schedule", "mtljax.core.optim")

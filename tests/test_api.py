@@ -166,7 +166,7 @@ def test_report_writes_markdown(trained, tmp_path):
 def test_import_mtljax_does_not_import_jax():
   code = ("import mtljax, sys; assert 'jax' not in sys.modules; "
           "assert sorted(mtljax.__all__) == ['config', 'data', 'default_config', "
-          "'load_model', 'report', 'tasks', 'train_and_evaluate']; "
+          "'load_model', 'methods', 'report', 'tasks', 'train_and_evaluate']; "
           "mtljax.load_model; mtljax.report; mtljax.train_and_evaluate; "
           "mtljax.tasks.Multiclass('d', num_classes=3); "
           "assert 'jax' not in sys.modules, 'api'; "

@@ -18,7 +18,7 @@ LAYERS = {
     "errors": 0, "hostmem": 0,
     "registry": 1,
     "config": 2,
-    "data": 3, "models": 3, "tasks": 3,
+    "data": 3, "models": 3, "tasks": 3, "methods": 3,
     "core": 4,
     "run": 5, "analysis": 5,
     "study": 6,
