@@ -18,9 +18,17 @@ task gradients.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 
 from mtljax import registry
+
+# (name, function, static hyperparameters) -> the jitted aggregator: an eager
+# call compiles once per shape instead of running its solver op by op (or
+# recompiling its loops) at every call.
+_JITTED: dict = {}
 
 
 def aggregate(name: str, grads, **hparams):
@@ -44,7 +52,17 @@ def aggregate(name: str, grads, **hparams):
   if grads.ndim != 2 or grads.shape[0] < 1:
     raise ValueError(f"grads must be a [T, P] array with T >= 1; got shape "
                      f"{grads.shape}")
-  return fn(grads, **hparams)
+  # Python ints, bools, strings and None (iteration counts, options) shape
+  # the program; floats and arrays (c, a key, pref) are traced, so a grid of
+  # them reuses one compilation (and works under an outer vmap).
+  static = {k: v for k, v in hparams.items()
+            if v is None or isinstance(v, (bool, int, str))}
+  dynamic = {k: v for k, v in hparams.items() if k not in static}
+  cache_key = (name, fn, tuple(sorted(static.items())))
+  jitted = _JITTED.get(cache_key)
+  if jitted is None:
+    jitted = _JITTED[cache_key] = jax.jit(functools.partial(fn, **static))
+  return jitted(grads, **dynamic)
 
 
 def names() -> tuple[str, ...]:
