@@ -123,7 +123,7 @@ def register_arrays(name: str, splits: Mapping[str, tuple], tasks: Sequence,
                  mtljax.tasks.Multiclass("digit", num_classes=10),
                  mtljax.tasks.Regression("age")])
       # x_*: uint8 [N, H, W, C] (or [N, H, W]); y_*: [N, 3], e.g. the row
-      # [1, 7, 31.5] or, with "?" labels, [-1, NaN, NaN].
+      # [1, 7, 31.5] or, with "?" labels, [-1, -1, NaN].
       config.data.name = "my_data"
 
   Args:

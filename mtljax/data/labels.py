@@ -263,7 +263,8 @@ def apply_typed_label_controls(labels: np.ndarray, observed: np.ndarray, *,
   `apply_label_controls` exactly, as float32.
 
   Args:
-    labels: [N, T] stored labels (class index or value; "?" = -1 or NaN).
+    labels: [N, T] stored labels (class index or value; "?" = -1 for
+      classification, NaN for regression).
     observed: bool [N, T], which stored labels are not "?".
     seed, fraction, budget, shuffle_tasks, task_names: see
       `apply_label_controls`.

@@ -140,7 +140,7 @@ def load_split(name: str, split: str, data_dir=None, split_sizes=None,
   Returns:
     {"image": uint8 [N, H, W, C], "labels": [N, T]}: labels as stored, int8
     in {-1, 0, 1} for a dataset of binary tasks, else float32 (class index
-    or value; "?" = -1 or NaN).
+    or value; "?" = -1 for classification, NaN for regression).
 
   Raises:
     DataError: bad arguments, or stored data that cannot be read (corrupt or

@@ -67,7 +67,8 @@ class _ProceduralBuilder(tfds.core.GeneratorBasedBuilder,
   CHUNK_SIZE = 1000  # The generator's chunk size (for prefix stability).
   # The built-in binary datasets store int8 labels (-1 = "?"), as they always
   # have. Datasets with multiclass or regression tasks store float32 labels
-  # (class index or value; -1 or NaN = "?", see `mtljax.tasks.types`).
+  # (class index or value; "?" = -1 for classification, NaN for regression;
+  # see `mtljax.tasks.types`).
   LABEL_DTYPE = np.int8
   TASKS: tuple = ()  # `mtljax.tasks.Task`s; () means all binary.
 
