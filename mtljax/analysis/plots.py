@@ -277,7 +277,7 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
       series = {a: _ci_series([d["test"]["per_task"][t] for t in tasks]
                               + [d["test"]["mean"]])
                 for a, d in c["arms"].items()}
-      groups = ([f"{t} ({labels[t]})" for t in tasks] if labels
+      groups = ([f"{t}\n({labels[t]})" for t in tasks] if labels
                 else tasks) + ["mean"]
       jobs.append((per_task_bars, (groups, series),
                    _slug(exp, c["label"], metric, "per_task") + ".png",
