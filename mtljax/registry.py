@@ -138,6 +138,26 @@ class Registry:
           f"{', '.join(missing)}")
 
 
+# Arguments every MTL method receives from the step (not hyperparameters).
+_METHOD_ARGS = ("grads", "losses", "state", "mask", "step", "key", "lr")
+
+
+def method_hparams(obj) -> tuple[str, ...]:
+  """The hyperparameters of a registered weighting or aggregator.
+
+  Its keyword arguments with a default, other than what the step passes
+  every method; for an init/update pair, those of its `update` (or of the
+  function that `update` wraps).
+  """
+  fn = getattr(obj, "update", obj)
+  fn = getattr(fn, "__wrapped__", fn)
+  params = _parameters(fn)
+  if params is None:
+    return ()
+  return tuple(n for n, p in params.items() if n not in _METHOD_ARGS
+               and p.default is not inspect.Parameter.empty)
+
+
 def _parameters(obj: Callable) -> dict | None:
   try:
     sig = inspect.signature(obj.__init__ if inspect.isclass(obj) else obj)
@@ -158,8 +178,13 @@ DATASETS = Registry("dataset", "data.name", "mtljax.data.procedural")
 TASK_TYPES = Registry("task type", "task type", "mtljax.tasks.types")
 LOSS_WEIGHTINGS = Registry("loss weighting", "loss.normalize",
                            "mtljax.tasks.losses")
-# Gradient aggregators: `fn(grads [T, P], **hparams) -> direction [P]`.
+# Gradient aggregators: a stateless `fn(grads [T, P], **hparams) -> [P]`
+# (mtljax.methods.aggregate), or a stateful mtljax.methods.base.Aggregator
+# (init/update; GradVac, GradNorm, registered by mtljax.methods.stateful).
 AGGREGATORS = Registry("aggregator", "method.aggregator",
                        "mtljax.methods.aggregators")
+# Loss weightings as optax-style pairs (mtljax.methods.base.Weighting).
+WEIGHTINGS = Registry("weighting", "method.weighting",
+                      "mtljax.methods.weightings")
 OPTIMIZERS = Registry("optimizer", "optimizer.name", "mtljax.core.optim")
 SCHEDULES = Registry("schedule", "optimizer.schedule", "mtljax.core.optim")

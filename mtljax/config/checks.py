@@ -63,6 +63,39 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
   return value
 
 
+def _check_method(cfg) -> None:
+  """config.method: registered names, known hyperparameters, rep_grad."""
+  from mtljax import registry  # pylint: disable=g-import-not-at-top
+  m = cfg.method
+  weighting = registry.WEIGHTINGS.get(m.weighting)
+  aggregator = (None if m.aggregator == "none"
+                else registry.AGGREGATORS.get(m.aggregator))
+  for field, obj, name in (("weighting_hparams", weighting, m.weighting),
+                           ("aggregator_hparams", aggregator, m.aggregator)):
+    given = dict(m[field])
+    if obj is None:
+      if given:
+        raise ConfigError(f"config.method.{field}={given!r} is set but "
+                          f"config.method.aggregator is 'none'")
+      continue
+    known = registry.method_hparams(obj)
+    for key, value in given.items():
+      if key not in known:
+        raise ConfigError(
+            f"config.method.{field}.{key}: {name!r} has no hyperparameter "
+            f"{key!r}; its hyperparameters: {', '.join(known) or 'none'}")
+      if not isinstance(value, (int, float, bool, str)):
+        raise ConfigError(f"config.method.{field}.{key} must be a number, a "
+                          f"bool or a string; got {value!r}")
+  if m.rep_grad and aggregator is None:
+    raise ConfigError("config.method.rep_grad=True needs a gradient "
+                      "aggregator (config.method.aggregator is 'none')")
+  if any((not isinstance(w, (int, float))) or isinstance(w, bool) or w < 0
+         for w in cfg.loss.task_weights):
+    raise ConfigError("config.loss.task_weights must be numbers >= 0 (one "
+                      f"per task); got {cfg.loss.task_weights!r}")
+
+
 def _check_selection_metric(cfg) -> None:
   from mtljax import registry  # pylint: disable=g-import-not-at-top
   metric = cfg.train.selection_metric

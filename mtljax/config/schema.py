@@ -20,6 +20,7 @@ from typing import Any
 import ml_collections
 
 from mtljax import errors
+from mtljax.config.checks import _check_method
 from mtljax.config.checks import _check_partitions
 from mtljax.config.checks import _check_selection_metric
 from mtljax.config.checks import _check_tfds
@@ -81,6 +82,9 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.arch = "hps"              # registry.ARCHITECTURES: "hps" (all shared)
+  # The architecture's own settings (checked against its signature), e.g.
+  # {"shared_stages": 1} for "share_k", {"num_experts": 4} for "mmoe".
+  c.model.arch_kwargs = ml_collections.ConfigDict()
   c.model.encoder = "cnn"           # registry.ENCODERS: "cnn", "mlp", yours
   # The encoder's own settings, passed to its constructor as keyword
   # arguments and checked against its signature, e.g. {"pool": "avg"} for
@@ -96,10 +100,31 @@ def default_config() -> ml_collections.ConfigDict:
   # registry.LOSS_WEIGHTINGS: "per_example" (the lecture's), "per_label",
   # "per_task" (see tasks/losses.py).
   c.loss.normalize = "per_example"
+  # Static per-task weights c_t (one per task, >= 0; (): all 1): the loss is
+  # sum_t c_t * loss_t, with loss_t task t's term under loss.normalize.
+  c.loss.task_weights = ()
   # How "?" labels are treated; each policy is a separate arm trained side by
   # side ("mask": the lecture's rule; "negative": "?" = 0; "drop": drop examples
   # with any "?"). Arms other than "mask" are named e.g. "mtl_negative".
   c.loss.missing_policies = ("mask",)
+
+  # How the tasks are combined (mtljax.methods, docs/METHODS.md). Both act
+  # on the per-task terms loss_t of loss.normalize (times loss.task_weights);
+  # their sum is the default loss. A weighting sets per-step weights w_t
+  # and the step takes one backward pass of sum_t w_t loss_t; an aggregator
+  # combines the per-task gradients of the shared parameters. A run with one
+  # task (STL) is trained exactly as without a method.
+  c.method = ml_collections.ConfigDict()
+  c.method.weighting = "static"     # registry.WEIGHTINGS: "static", "uw", "dwa", ...
+  c.method.aggregator = "none"      # registry.AGGREGATORS, or "none": one backward pass
+  # Aggregate the gradients of the shared representation (the encoder's
+  # output, per example) instead of the shared parameters: one backward
+  # pass through the encoder instead of T (docs/METHODS.md, "rep_grad").
+  c.method.rep_grad = False
+  # The methods' own hyperparameters, e.g. {"c": 0.4} for CAGrad or
+  # {"temperature": 2.0} for DWA; numbers are per-run values.
+  c.method.weighting_hparams = ml_collections.ConfigDict()
+  c.method.aggregator_hparams = ml_collections.ConfigDict()
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"         # registry.OPTIMIZERS: "adam", "adamw", "sgd"
@@ -143,6 +168,10 @@ def default_config() -> ml_collections.ConfigDict:
 MISSING_POLICIES = ("mask", "negative", "drop")
 # How the [seeds, groups] runs are mapped inside the step (core/run_map.py).
 RUN_MAPS = ("vmap", "unroll", "scan")
+# What mtljax passes to every architecture itself (models/multitask._build).
+ARCH_PROVIDED = ("encoder", "width", "depth", "num_tasks", "image_shape",
+                 "head_hidden", "dropout", "encoder_kwargs", "dtype",
+                 "outputs_per_task", "rngs")
 # Fixed choices. Components (encoders, optimizers, ...) are not listed here:
 # their fields are checked against their registries (_REGISTRY_FIELDS).
 _CHOICES = {
@@ -168,7 +197,10 @@ OPEN_FIELDS = {
     "model.encoder_kwargs": ("ENCODERS", "model.encoder",
                              ("in_shape", "width", "depth", "dropout", "dtype",
                               "rngs")),
+    "model.arch_kwargs": ("ARCHITECTURES", "model.arch", ARCH_PROVIDED),
 }
+# Open sub-configs of the methods, checked by checks._check_method.
+METHOD_OPEN_FIELDS = ("method.weighting_hparams", "method.aggregator_hparams")
 _POSITIVE = ("num_seeds", "model.width", "model.depth", "train.batch_size",
              "train.steps", "train.eval_every", "train.log_every",
              "train.checkpoint_every", "train.keep_checkpoints")
@@ -208,7 +240,8 @@ def _flatten(cfg, prefix="") -> dict[str, Any]:
 
 
 def _is_open(key: str) -> bool:
-  return any(key.startswith(f + ".") for f in OPEN_FIELDS)
+  return any(key.startswith(f + ".")
+             for f in tuple(OPEN_FIELDS) + METHOD_OPEN_FIELDS)
 
 
 def open_kwargs(cfg, field: str) -> dict:
@@ -348,6 +381,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                       f"(integers >= 0); got {out.stl_tasks!r}")
   _check_partitions(out)
   _check_selection_metric(out)
+  _check_method(out)
   _check_tfds(out)
   for k in out.data.shuffle_tasks:
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:

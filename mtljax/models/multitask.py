@@ -141,7 +141,8 @@ def _build(model_cfg: Any, image_shape, num_tasks, key) -> MultiTaskNet:
       num_tasks=len(sizes), image_shape=image_shape, **extra,
       head_hidden=model_cfg.head_hidden, dropout=model_cfg.dropout,
       encoder_kwargs=config_lib.to_dict(model_cfg.get("encoder_kwargs", {})),
-      dtype=dtype, rngs=nnx.Rngs(params=key))
+      dtype=dtype, rngs=nnx.Rngs(params=key),
+      **config_lib.to_dict(model_cfg.get("arch_kwargs", {})))
 
 
 def graphdef(model_cfg: Any, image_shape, num_tasks):
