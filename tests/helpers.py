@@ -5,6 +5,7 @@ import types
 import numpy as np
 
 from mtljax import config as config_lib
+from mtljax.core import method_step
 from mtljax.core import parallel
 from mtljax.core import runs
 from mtljax.core import state as state_lib
@@ -29,7 +30,9 @@ def fake_batch(seed, s, b, image_shape=(2, 2, 3), t=4, p_obs=0.7):
 def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
                lrs=(1e-2,), dropout=0.0, num_devices=1, missing_policy="mask",
                run_map="vmap", encoder="mlp", dtype="float32",
-               encoder_kwargs=None):
+               encoder_kwargs=None, method=None, normalize="per_example",
+               task_weights=(), optimizer="adam", arch="hps",
+               arch_kwargs=None):
   """A tiny program's compiled train step and initial state.
 
   Returns:
@@ -42,17 +45,32 @@ def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
   cfg.model.dtype = dtype
   if encoder_kwargs:
     cfg.model.encoder_kwargs = dict(encoder_kwargs)
+  cfg.model.arch = arch
+  if arch_kwargs:
+    cfg.model.arch_kwargs = dict(arch_kwargs)
   cfg.modes, cfg.optimizer.learning_rates = modes, lrs
+  cfg.optimizer.name = optimizer
   cfg.loss.missing_policies = (missing_policy,)
-  (prog,) = runs.build_programs(cfg, shape, num_tasks)
+  cfg.loss.normalize = normalize
+  cfg.loss.task_weights = tuple(task_weights)
+  for key, value in (method or {}).items():
+    cfg.method[key] = value
+  cfg = config_lib.validate(cfg)
+  progs = runs.build_programs(cfg, shape, num_tasks)
+  # With a method, STL groups train in a program of their own (classic
+  # step); the tests step one program: the method's, if there is one.
+  prog = progs[-1]
   tx = step_lib.make_optimizer(cfg.optimizer, 10)
   graphdef, params, model_state = state_lib.init_params(
       cfg.model, shape, num_tasks, seeds, prog.num_groups)
   mesh = parallel.make_mesh(num_devices)
-  fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
-                                mesh=mesh, donate=False, run_map=run_map)
+  spec = method_step.method_spec(cfg) if prog.uses_method else None
+  fn = step_lib.make_train_step(graphdef, tx, normalize=normalize,
+                                mesh=mesh, donate=False, run_map=run_map,
+                                method=spec)
   return types.SimpleNamespace(
-      prog=prog, fn=fn, state=state_lib.init_state(params, model_state, tx),
+      prog=prog, fn=fn, config=cfg,
+      state=state_lib.init_state(params, model_state, tx, spec, num_tasks),
       specs=prog.specs(list(seeds)), mesh=mesh, graphdef=graphdef,
       params=params, model_state=model_state)
 

@@ -87,6 +87,12 @@ def _check_method(cfg) -> None:
       if not isinstance(value, (int, float, bool, str)):
         raise ConfigError(f"config.method.{field}.{key} must be a number, a "
                           f"bool or a string; got {value!r}")
+  if m.weighting != "static" and aggregator is not None:
+    raise ConfigError(
+        f"config.method.weighting={m.weighting!r} and config.method."
+        f"aggregator={m.aggregator!r}: choose one (a weighting scales the "
+        "task losses, an aggregator combines the task gradients); set the "
+        "other to 'static' / 'none'")
   if m.rep_grad and aggregator is None:
     raise ConfigError("config.method.rep_grad=True needs a gradient "
                       "aggregator (config.method.aggregator is 'none')")

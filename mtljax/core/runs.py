@@ -75,6 +75,14 @@ class Program:
   name: str
   model_cfg: Any
   groups: tuple[Group, ...]
+  # Static per-task weights (loss.task_weights; (): none) and the method's
+  # per-run float hyperparameters as (kind, name, value) triples.
+  task_weights: tuple = ()
+  method_hparams: tuple = ()
+  # Whether the step applies config.method: only programs of multi-task
+  # groups do; single-task groups (STL) train in a program of their own
+  # with the classic step, so a method cannot change them.
+  uses_method: bool = False
 
   @property
   def num_groups(self) -> int:
@@ -88,10 +96,20 @@ class Program:
     lr = np.asarray([gr.learning_rate for gr in self.groups], np.float32)
     policy = np.asarray([MISSING_POLICIES.index(gr.missing_policy)
                          for gr in self.groups], np.int32)
-    return {"seed": np.array(seed),
-            "task_mask": np.broadcast_to(mask, (s,) + mask.shape).copy(),
-            "learning_rate": np.broadcast_to(lr, (s, g)).copy(),
-            "missing_policy": np.broadcast_to(policy, (s, g)).copy()}
+    out = {"seed": np.array(seed),
+           "task_mask": np.broadcast_to(mask, (s,) + mask.shape).copy(),
+           "learning_rate": np.broadcast_to(lr, (s, g)).copy(),
+           "missing_policy": np.broadcast_to(policy, (s, g)).copy()}
+    if self.task_weights:
+      out["task_weights"] = np.broadcast_to(
+          np.asarray(self.task_weights, np.float32),
+          (s, g, len(self.task_weights))).copy()
+    hparams: dict = {}
+    for kind, name, value in self.method_hparams:
+      hparams.setdefault(kind, {})[name] = np.full((s, g), value, np.float32)
+    if hparams:
+      out["method"] = hparams
+    return out
 
 
 def _groups(arm: str, partition, num_tasks: int, lrs, policies
@@ -151,12 +169,51 @@ def build_programs(config: Any, image_shape, num_tasks: int,
   for arm, width, partition in arms:
     by_width.setdefault(width, []).extend(
         _groups(arm, partition, num_tasks, lrs, policies))
+  task_weights = tuple(float(w) for w in config.loss.get("task_weights", ()))
+  if task_weights and len(task_weights) != num_tasks:
+    raise ConfigError(f"config.loss.task_weights={task_weights!r} has "
+                      f"{len(task_weights)} weight(s) for a dataset with "
+                      f"{num_tasks} tasks: give one per task")
+  hparams = ()
+  if "method" in config:
+    from mtljax.core import method_step  # pylint: disable=g-import-not-at-top
+    hparams = tuple((kind, k, v) for kind, d in
+                    method_step.run_hparams(config).items()
+                    for k, v in sorted(d.items()))
+  method = config.get("method")
+  active = method is not None and (method.weighting != "static"
+                                   or method.aggregator != "none")
+  if active and method.aggregator != "none":
+    from mtljax import registry  # pylint: disable=g-import-not-at-top
+    rep = method.rep_grad or getattr(
+        registry.AGGREGATORS.get(method.aggregator), "representation", False)
+    arch = config.model.get("arch", "hps")
+    if rep and not hasattr(registry.ARCHITECTURES.get(arch), "encode"):
+      raise ConfigError(
+          f"config.model.arch={arch!r} has no single shared representation, "
+          f"so config.method.aggregator={method.aggregator!r} with rep_grad "
+          "cannot run; use rep_grad=False (parameter gradients)")
   programs = []
   for width, groups in by_width.items():
     model_cfg = config.model.copy_and_resolve_references()
     model_cfg.width = width
-    programs.append(Program(f"w{width}", model_cfg, tuple(groups)))
+    parts = [(f"w{width}", tuple(groups), False)]
+    if active:
+      single = tuple(g for g in groups if len(g.tasks) == 1)
+      multi = tuple(g for g in groups if len(g.tasks) > 1)
+      parts = [(f"w{width}", single, False),
+               (f"w{width}_{method_tag(method)}", multi, True)]
+    programs += [Program(name, model_cfg, gs, task_weights,
+                         hparams if on else (), on)
+                 for name, gs, on in parts if gs]
   return programs
+
+
+def method_tag(method) -> str:
+  """A program-name suffix for a method config ("pcgrad", "uw", ...)."""
+  parts = [n for n in (method.weighting, method.aggregator)
+           if n not in ("static", "none")]
+  return "_".join(parts + (["rep"] if method.rep_grad else []))
 
 
 def group_param_counts(program: Program, image_shape, num_tasks

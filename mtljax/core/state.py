@@ -81,15 +81,23 @@ def init_params(model_cfg, image_shape, num_tasks: int, seeds,
   return graphdef, params, model_state
 
 
-def init_state(params, model_state, tx) -> TrainState:
+def init_state(params, model_state, tx, method=None,
+               num_tasks: int | None = None) -> TrainState:
   """The state before the first step: optimizer states, no best yet.
 
   Args:
     params: stacked [S, G, ...] parameters (init_params).
     model_state: stacked [S, G, ...] model state (init_params).
     tx: the optimizer (make_optimizer).
+    method: a method_step.MethodSpec; an active one keeps its state beside
+      the optimizer's, opt_state = {"tx": ..., "method": ...}.
+    num_tasks: T (needed with an active method).
   """
-  opt_state = jax.jit(jax.vmap(jax.vmap(tx.init)))(params)
+  if method is not None and method.active:
+    from mtljax.core import method_step  # pylint: disable=g-import-not-at-top
+    opt_state = method_step.init_opt_state(tx, params, method, num_tasks)
+  else:
+    opt_state = jax.jit(jax.vmap(jax.vmap(tx.init)))(params)
   s, g = jax.tree.leaves(params)[0].shape[:2]
   # Copies: the step donates the state, and a buffer must not be donated
   # twice (once as params, once as best_params).

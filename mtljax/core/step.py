@@ -33,8 +33,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from mtljax.tasks import losses
 from mtljax import models
+from mtljax import registry
+from mtljax.tasks import losses
 from mtljax.core import parallel
 from mtljax.core import run_map as run_map_lib
 from mtljax.core.run_map import RUN, SEED, SHARED, map_runs
@@ -102,7 +103,17 @@ def run_loss(graphdef, params, model_state, spec, batch, rng, *,
   logits, new_model_state = models.apply(
       graphdef, params, model_state, batch["image"], rng=rng,
       deterministic=deterministic)
-  if tasks is None:
+  if "task_weights" in spec:
+    # Static task weights: each task's per-label losses scaled by c_t, then
+    # the same normalisation (task_loss stays each task's unweighted mean).
+    elem = (losses._masked_elementwise(logits, labels, mask)  # pylint: disable=protected-access
+            if tasks is None else
+            losses.task_elementwise(logits, labels, mask, tasks))
+    count = mask.sum(axis=0).astype(elem.dtype)
+    per_task = elem.sum(axis=0) / jnp.maximum(count, 1.0)
+    loss = registry.LOSS_WEIGHTINGS.get(normalize)(
+        elem * spec["task_weights"][None, :], mask)
+  elif tasks is None:
     loss = losses.masked_sigmoid_cross_entropy(logits, labels, mask, normalize)
     per_task = losses.masked_sigmoid_cross_entropy_per_task(logits, labels,
                                                             mask)
@@ -192,7 +203,7 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
 
 def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
                     donate: bool = True, run_map: str = "vmap",
-                    tasks=None) -> Callable:
+                    tasks=None, method=None) -> Callable:
   """The compiled, data-parallel step over all runs.
 
   Args:
@@ -205,6 +216,10 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
       (run_map.map_runs).
     tasks: the dataset's `mtljax.tasks.Task`s (each task's loss and output
       columns); None: every task is binary with one logit.
+    method: a method_step.MethodSpec (a loss weighting or a gradient
+      aggregator, config.method); None or an inactive one: the classic
+      step. With a method the state's opt_state must come from
+      method_step.init_opt_state.
 
   Returns:
     jitted `step(state, specs, batch) -> (state, metrics)`. `state` is a
@@ -215,6 +230,11 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     raise ValueError(f"run_map must be one of {run_map_lib.RUN_MAPS}; got "
                      f"{run_map!r}")
   tasks = None if tasks is None else tuple(tasks)
+  if method is not None and method.active:
+    from mtljax.core import method_step  # pylint: disable=g-import-not-at-top
+    return method_step.make_train_step(
+        graphdef, tx, normalize=normalize, mesh=mesh, donate=donate,
+        run_map=run_map, tasks=tasks, method=method)
   run_step = make_run_step(graphdef, tx, normalize=normalize, tasks=tasks)
   grads_fn = map_runs(make_run_grads(graphdef, normalize=normalize,
                                      tasks=tasks), "vmap",

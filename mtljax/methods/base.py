@@ -79,19 +79,23 @@ def _no_state(num_tasks: int):
 def stateless(fn: Callable, *, scale: str = "mean") -> Aggregator:
   """An Aggregator from `fn(grads, *, mask=None, key=None?, **hparams)`.
 
-  `fn` receives `key` only if it takes one (PCGrad, GradDrop), and the
-  present-task `mask` if it takes one.
+  `fn` receives `key` only if it takes one (PCGrad, GradDrop), the
+  present-task `mask` if it takes one, and `losses` if it takes them
+  (MGDA's loss-based gradient normalisation).
   """
   params = inspect.signature(fn).parameters
   takes_key = "key" in params
   takes_mask = "mask" in params
+  takes_losses = "losses" in params
 
   def update(grads, state, *, losses=None, mask=None, step=None, key=None,
              lr=None, **hparams):
-    del losses, step, lr
+    del step, lr
     kw = dict(hparams)
     if takes_key:
       kw["key"] = key
+    if takes_losses:
+      kw["losses"] = losses
     if takes_mask:
       kw["mask"] = mask
     elif mask is not None:
@@ -101,9 +105,6 @@ def stateless(fn: Callable, *, scale: str = "mean") -> Aggregator:
 
   update.__wrapped__ = fn  # method_hparams reads the method's own signature
   return Aggregator(_no_state, update, scale)
-
-
-
 
 
 # The hyperparameters of a method (its update's keyword arguments).

@@ -40,6 +40,7 @@ from mtljax import config as config_lib
 from mtljax import data as data_lib
 from mtljax import models
 from mtljax.run import evaluate
+from mtljax.core import method_step
 from mtljax.core import parallel
 from mtljax.run import preflight
 from mtljax.run import results as results_lib
@@ -84,8 +85,10 @@ class _Program:
         prog.model_cfg, spec.image_shape, spec.tasks, seeds,
         prog.num_groups)
     self.rep = parallel.replicated(mesh)
+    method = method_step.method_spec(config) if prog.uses_method else None
     self.state = jax.device_put(
-        state_lib.init_state(params, model_state, tx), self.rep)
+        state_lib.init_state(params, model_state, tx, method,
+                             len(spec.tasks)), self.rep)
     self.specs = jax.device_put(prog.specs(seeds), self.rep)
     self.task_masks = np.asarray([gr.task_mask for gr in prog.groups])
     run_map = config.train.run_map
@@ -94,7 +97,7 @@ class _Program:
           models.is_convolutional(prog.model_cfg))
     self.step_fn = step_lib.make_train_step(
         graphdef, tx, normalize=config.loss.normalize, mesh=mesh,
-        run_map=run_map, tasks=spec.tasks)
+        run_map=run_map, tasks=spec.tasks, method=method)
     self.eval_fn = step_lib.make_eval_fn(graphdef, mesh, run_map)
     self.update_best = jax.jit(_update_best, donate_argnums=(0,))
     self.param_counts = runs_lib.group_param_counts(

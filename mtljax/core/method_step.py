@@ -1,0 +1,450 @@
+"""The train step with an MTL method: a loss weighting or a gradient aggregator.
+
+`step.make_train_step(..., method=spec)` builds this step when the config
+names a method (`config.method`); without one it builds the classic step of
+step.py, unchanged. Written for ONE run and mapped over runs like the classic
+step (run_map.map_runs), so a method's state and its float hyperparameters
+are per-run values on the [S, G] axes.
+
+Both kinds of method see the per-task terms loss_t of `loss.normalize` (times
+`loss.task_weights`): the decomposition sum_t loss_t = the classic loss, so
+the "static" weighting with no aggregator is the classic step. Only *present*
+tasks take part: a task with no observed label in the batch, or outside the
+run's group, has loss_t = 0 and zero gradient, and the methods get a [T]
+`present` mask so that it enters no normalisation.
+
+  * A weighting (UW, DWA, ...) turns the terms into weights w_t; the step
+    takes one backward pass of sum_t stop_gradient(w_t) loss_t.
+  * An aggregator (PCGrad, MGDA, ...) gets the per-task gradients of the
+    SHARED parameters, one backward pass per task from one forward pass
+    (a vmap of the VJP over the T one-hot cotangents, i.e. jacrev), and
+    combines them into one direction; each task's own parameters (its head,
+    its experts or columns) get the gradient of its own term. With
+    `rep_grad`, the per-task gradients are taken w.r.t. the shared
+    representation (the encoder's output, [B, F] per run) instead: T cheap
+    backward passes through the heads, the aggregator on [T, B*F], and ONE
+    backward pass of the combined representation gradient through the
+    encoder. The two are different methods, not two implementations of one
+    (docs/METHODS.md): an aggregator's guarantee (e.g. no conflict with any
+    task) then holds for the representation's gradient, not the
+    parameters'.
+
+A run whose step has at most one present task (every STL run, always) takes
+the classic step's computation, bit for bit: a method changes nothing for a
+single task, and a test proves it.
+
+The method's state lives in the optimizer state, {"tx": ..., "method": ...},
+so that the non-finite guard, checkpoints and resume treat it like Adam's
+moments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from mtljax import registry
+from mtljax.core import parallel
+from mtljax.core import run_map as run_map_lib
+from mtljax.core.run_map import RUN, SEED, SHARED, map_runs
+from mtljax.methods import base
+from mtljax.tasks import losses
+
+# Folded into a run's step key for the method's own randomness (PCGrad's
+# order, RLW's weights), apart from dropout's.
+_METHOD_STREAM = 0x6D7468
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+  """What a program's step needs to know about its method (all static).
+
+  Attributes:
+    weighting: name in registry.WEIGHTINGS ("static": none).
+    aggregator: name in registry.AGGREGATORS, or "none".
+    rep_grad: aggregate the representation's gradients.
+    weighting_static / aggregator_static: the hyperparameters that shape
+      the program (ints, bools, strings), as sorted (name, value) pairs.
+    arch: the architecture (its `task_axis` splits shared parameters from
+      per-task ones; `encode`/`decode` serve rep_grad).
+  """
+  weighting: str = "static"
+  aggregator: str = "none"
+  rep_grad: bool = False
+  weighting_static: tuple = ()
+  aggregator_static: tuple = ()
+  arch: str = "hps"
+
+  @property
+  def active(self) -> bool:
+    return self.weighting != "static" or self.aggregator != "none"
+
+  @property
+  def uses_rep_grad(self) -> bool:
+    return self.rep_grad or bool(getattr(
+        registry.AGGREGATORS.get(self.aggregator), "representation", False)
+        if self.aggregator != "none" else False)
+
+
+def _is_static(v) -> bool:
+  return isinstance(v, (bool, int, str)) and not isinstance(v, float)
+
+
+def split_hparams(hparams: dict) -> tuple[tuple, dict]:
+  """(static pairs, per-run floats) of a method's hyperparameters."""
+  static = tuple(sorted((k, v) for k, v in hparams.items() if _is_static(v)))
+  floats = {k: float(v) for k, v in hparams.items() if not _is_static(v)}
+  return static, floats
+
+
+def method_spec(config) -> MethodSpec:
+  """The MethodSpec of a validated config."""
+  m = config.method
+  ws, _ = split_hparams(dict(m.weighting_hparams))
+  as_, _ = split_hparams(dict(m.aggregator_hparams))
+  return MethodSpec(m.weighting, m.aggregator, bool(m.rep_grad), ws, as_,
+                    config.model.get("arch", "hps"))
+
+
+def run_hparams(config) -> dict:
+  """The per-run float hyperparameters, {"weighting": {...}, "aggregator":
+  {...}} (Program.specs broadcasts them to [S, G])."""
+  m = config.method
+  return {"weighting": split_hparams(dict(m.weighting_hparams))[1],
+          "aggregator": split_hparams(dict(m.aggregator_hparams))[1]}
+
+
+def _weighting(spec: MethodSpec):
+  return registry.WEIGHTINGS.get(spec.weighting)
+
+
+def _aggregator(spec: MethodSpec) -> base.Aggregator:
+  obj = registry.AGGREGATORS.get(spec.aggregator)
+  return obj if isinstance(obj, base.Aggregator) else base.stateless(obj)
+
+
+def init_method_state(spec: MethodSpec, num_tasks: int, runs: tuple[int, int]):
+  """The method's initial state, stacked [S, G, ...] (like opt_state)."""
+  if spec.aggregator != "none":
+    one = _aggregator(spec).init(num_tasks)
+  else:
+    one = _weighting(spec).init(num_tasks)
+  return jax.tree.map(
+      lambda x: jnp.broadcast_to(jnp.asarray(x), runs + jnp.shape(x)).copy(),
+      one)
+
+
+def task_terms(elem, mask, normalize: str):
+  """[T] terms loss_t of the weighting `normalize`, summing to its loss.
+
+  Every loss weighting in registry.LOSS_WEIGHTINGS is linear in the
+  per-label losses (a sum over labels divided by counts that depend on the
+  mask only), so task t's term is the weighting of its column alone.
+  """
+  fn = registry.LOSS_WEIGHTINGS.get(normalize)
+  eye = jnp.eye(elem.shape[1], dtype=elem.dtype)
+  return jax.vmap(lambda e: fn(elem * e[None, :], mask))(eye)
+
+
+def _shared_mask(arch: str, params) -> Any:
+  """A pytree of bools: True for shared leaves (no task axis)."""
+  cls = registry.ARCHITECTURES.get(arch)
+  paths, treedef = jax.tree_util.tree_flatten_with_path(params)
+  flags = [cls.task_axis(tuple(getattr(k, "key", str(k)) for k in path))
+           is None for path, _ in paths]
+  return jax.tree_util.tree_unflatten(treedef, flags)
+
+
+def _ravel_rows(tree, flags):
+  """Concatenates the shared leaves of a [T, ...] pytree into [T, P]."""
+  leaves = [x for x, f in zip(jax.tree.leaves(tree), jax.tree.leaves(flags))
+            if f]
+  t = leaves[0].shape[0]
+  return jnp.concatenate([x.reshape(t, -1).astype(jnp.float32)
+                          for x in leaves], axis=1)
+
+
+def _unravel(vec, like, flags):
+  """Scatters a [P] vector back into the shared leaves of `like`."""
+  out, i = [], 0
+  for x, f in zip(jax.tree.leaves(like), jax.tree.leaves(flags)):
+    if f:
+      n = int(np.prod(x.shape[1:]))
+      out.append(vec[i:i + n].reshape(x.shape[1:]).astype(x.dtype))
+      i += n
+    else:
+      out.append(None)
+  return out
+
+
+def make_run_grads(graphdef, *, normalize: str, tasks, method: MethodSpec,
+                   plain_grads: Callable) -> tuple[Callable, Callable | None]:
+  """ONE run's gradients with the method, and its after-step update.
+
+  Returns `(run_grads, run_after)`: `run_grads(params, opt_state,
+  model_state, spec, batch, step) -> (grads, new_model_state,
+  new_method_state, metrics)` (opt_state is {"tx", "method"}); `run_after
+  (new_params, method_state, model_state, spec, batch, step) ->
+  method_state` for a weighting that reads the losses after the update
+  (FAMO), else None. `plain_grads` is the classic step's run_grads, taken
+  when at most one task is present.
+  """
+  from mtljax import models  # pylint: disable=g-import-not-at-top
+  from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
+  tasks = None if tasks is None else tuple(tasks)
+  is_binary = None if tasks is None else np.array(
+      [t.type == "binary" for t in tasks])
+  use_agg = method.aggregator != "none"
+  rep = method.uses_rep_grad
+  weighting = _weighting(method)
+  aggregator = _aggregator(method) if use_agg else None
+  w_static = dict(method.weighting_static)
+  a_static = dict(method.aggregator_static)
+  arch_cls = registry.ARCHITECTURES.get(method.arch)
+  if rep and not hasattr(arch_cls, "encode"):
+    raise ValueError(f"architecture {method.arch!r} has no shared "
+                     "representation (no encode/decode): rep_grad needs one")
+
+  def prepare(spec, batch):
+    labels, mask, weight = step_lib.apply_missing_policy(
+        batch["labels"], batch["mask"], spec["missing_policy"], is_binary)
+    mask = mask & (spec["task_mask"] > 0)
+    return labels, mask, weight
+
+  def terms_of(outputs, labels, mask, weight, spec):
+    if tasks is None:
+      elem = losses._masked_elementwise(outputs, labels, mask)  # pylint: disable=protected-access
+    else:
+      elem = losses.task_elementwise(outputs, labels, mask, tasks)
+    if "task_weights" in spec:
+      elem = elem * spec["task_weights"][None, :]
+    terms = task_terms(elem, mask, normalize) * rescale(weight)
+    count = mask.sum(axis=0).astype(elem.dtype)
+    per_task = elem.sum(axis=0) / jnp.maximum(count, 1.0)
+    return terms, per_task
+
+  def rescale(weight):
+    """As in step.run_loss: per_example divides by the examples kept."""
+    if normalize != "per_example":
+      return 1.0
+    return weight.shape[0] / jnp.maximum(weight.sum(), 1.0)
+
+  def raw_terms_of(outputs, labels, mask, weight, spec):
+    # For the per-task Jacobians: the terms WITHOUT the (parameter-free)
+    # rescale, which multiplies the Jacobian's rows afterwards. Inside the
+    # differentiated function, a factor that depends on both a run's spec
+    # (its missing policy) and its seed's batch made jit(vmap(vmap(vjp)))
+    # return garbage on XLA:CPU (jax 0.10.2); outside it is exact.
+    terms, per_task = terms_of(outputs, labels, mask, jnp.ones_like(weight),
+                               spec)
+    return terms, per_task
+
+  def forward(p, model_state, x, rng):
+    return models.apply(graphdef, p, model_state, x, rng=rng,
+                        deterministic=False)
+
+  def method_grads(params, opt_state, model_state, spec, batch, step):
+    rng = jax.random.fold_in(jax.random.key(spec["seed"]), step)
+    mkey = jax.random.fold_in(rng, _METHOD_STREAM)
+    labels, mask, weight = prepare(spec, batch)
+    present = mask.any(axis=0)
+    mstate = opt_state["method"]
+    lr = spec["learning_rate"]
+    hp = spec.get("method", {})
+    common = dict(mask=present, step=step, key=mkey, lr=lr)
+
+    if not use_agg:
+      def loss_fn(p):
+        out, new_ms = forward(p, model_state, batch["image"], rng)
+        terms, per_task = terms_of(out, labels, mask, weight, spec)
+        w, new_mstate = weighting.update(
+            jax.lax.stop_gradient(terms), mstate, **common, **w_static,
+            **hp.get("weighting", {}))
+        w = jax.lax.stop_gradient(w)
+        return jnp.sum(w * terms), (per_task, new_ms, new_mstate, terms)
+      (loss, (per_task, new_ms, new_mstate, terms)), grads = (
+          jax.value_and_grad(loss_fn, has_aux=True)(params))
+      return grads, new_ms, new_mstate, loss, per_task
+
+    flags = _shared_mask(method.arch, params)
+    num_tasks = mask.shape[1]
+    eye = jnp.eye(num_tasks, dtype=jnp.float32)
+    agg_kw = dict(common, **a_static, **hp.get("aggregator", {}))
+    if not rep:
+      def terms_fn(p):
+        out, new_ms = forward(p, model_state, batch["image"], rng)
+        terms, per_task = raw_terms_of(out, labels, mask, weight, spec)
+        return terms, (per_task, new_ms)
+      terms, vjp, (per_task, new_ms) = jax.vjp(terms_fn, params, has_aux=True)
+      (jac,) = jax.vmap(vjp)(eye)                     # leaves [T, ...]
+      factor = rescale(weight)
+      terms = terms * factor
+      jac = jax.tree.map(lambda j: j * factor, jac)
+      rows = _ravel_rows(jac, flags)                  # [T, P_shared]
+      direction, new_mstate = aggregator.update(
+          rows, mstate, losses=jax.lax.stop_gradient(terms), **agg_kw)
+      shared = _unravel(direction, jac, flags)
+      leaves = [s if f else j.sum(axis=0) for s, j, f in zip(
+          shared, jax.tree.leaves(jac), jax.tree.leaves(flags))]
+      grads = jax.tree_util.tree_unflatten(jax.tree.structure(params), leaves)
+    else:
+      def encode(p):
+        net = nnx.merge(graphdef, p, model_state)
+        r = net.encode(batch["image"], rng=rng, deterministic=False)
+        return r, nnx.to_pure_dict(nnx.split(net, nnx.Param, ...)[2])
+      r, enc_vjp, mid_ms = jax.vjp(encode, params, has_aux=True)
+      # The heads' parameters only: the T backward passes must not build
+      # [T, ...] zeros for the encoder.
+      leaves, treedef = jax.tree.flatten(params)
+      fl = jax.tree.leaves(flags)
+      own = [x for x, f in zip(leaves, fl) if not f]
+
+      def with_own(own_leaves):
+        it = iter(own_leaves)
+        return jax.tree.unflatten(
+            treedef, [x if f else next(it) for x, f in zip(leaves, fl)])
+
+      def decode_terms(own_leaves, r):
+        net = nnx.merge(graphdef, with_own(own_leaves), mid_ms)
+        out = net.decode(r, rng=rng, deterministic=False).astype(jnp.float32)
+        terms, per_task = raw_terms_of(out, labels, mask, weight, spec)
+        return terms, (per_task,
+                       nnx.to_pure_dict(nnx.split(net, nnx.Param, ...)[2]))
+      terms, dec_vjp, (per_task, new_ms) = jax.vjp(decode_terms, own, r,
+                                                   has_aux=True)
+      jac_own, jac_r = jax.vmap(dec_vjp)(eye)         # [T, ...], [T, *r]
+      factor = rescale(weight)
+      terms = terms * factor
+      jac_own = [j * factor for j in jac_own]
+      jac_r = jac_r * factor
+      rows = jac_r.reshape(num_tasks, -1).astype(jnp.float32)
+      direction, new_mstate = aggregator.update(
+          rows, mstate, losses=jax.lax.stop_gradient(terms), **agg_kw)
+      (g_enc,) = enc_vjp(direction.reshape(r.shape).astype(r.dtype))
+      it = iter(jac_own)
+      grads = jax.tree.unflatten(treedef, [
+          e if f else e + next(it).sum(axis=0)
+          for e, f in zip(jax.tree.leaves(g_enc), fl)])
+    return grads, new_ms, new_mstate, jnp.sum(terms), per_task
+
+  def plain(params, opt_state, model_state, spec, batch, step):
+    grads, new_ms, metrics = plain_grads(params, model_state, spec, batch,
+                                         step)
+    return (grads, new_ms, opt_state["method"], metrics["loss"],
+            metrics["task_loss"])
+
+  def run_grads(params, opt_state, model_state, spec, batch, step):
+    """-> (grads, new_model_state, new_method_state, metrics)."""
+    _, mask, _ = prepare(spec, batch)
+    single = mask.any(axis=0).sum() <= 1
+    grads, new_ms, new_mstate, loss, per_task = jax.lax.cond(
+        single, plain, method_grads, params, opt_state, model_state, spec,
+        batch, step)
+    sq = sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+             for g in jax.tree.leaves(grads))
+    ok = jnp.isfinite(loss) & jnp.isfinite(sq)
+    metrics = {"loss": loss, "task_loss": per_task, "grad_norm": jnp.sqrt(sq),
+               "nonfinite": (~ok).astype(jnp.int32)}
+    return grads, new_ms, new_mstate, metrics
+
+  def run_after(params, mstate, model_state, spec, batch, step):
+    """FAMO's update from the terms after the step (same batch)."""
+    labels, mask, weight = prepare(spec, batch)
+    present = mask.any(axis=0)
+    rng = jax.random.fold_in(jax.random.key(spec["seed"]), step)
+    out, _ = forward(params, model_state, batch["image"], rng)
+    nxt, _ = terms_of(out, labels, mask, weight, spec)
+    return jax.lax.cond(
+        present.sum() <= 1, lambda s: s,
+        lambda s: weighting.after(
+            jax.lax.stop_gradient(nxt), s, mask=present,
+            lr=spec["learning_rate"], **w_static,
+            **spec.get("method", {}).get("weighting", {})),
+        mstate)
+
+  return run_grads, (run_after if weighting.needs_next_losses and not use_agg
+                     else None)
+
+
+def make_train_step(graphdef, tx, *, normalize: str, mesh, donate: bool,
+                    run_map: str, tasks, method: MethodSpec) -> Callable:
+  """The compiled, data-parallel step over all runs, with a method.
+
+  Same interface as step.make_train_step and the same structure (one
+  batched gradient program and a guarded update under "vmap", one guarded
+  run at a time under "scan"); the state's opt_state is {"tx": ...,
+  "method": ...} (init_opt_state).
+  """
+  from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
+  plain = step_lib.make_run_grads(graphdef, normalize=normalize, tasks=tasks)
+  run_grads, run_after = make_run_grads(
+      graphdef, normalize=normalize, tasks=tasks, method=method,
+      plain_grads=plain)
+  run_update = step_lib.make_run_update(tx)
+  kinds = (RUN, RUN, RUN, RUN, SEED, SHARED)
+
+  def run_step(params, opt_state, model_state, spec, batch, step):
+    grads, new_ms, new_mstate, metrics = run_grads(
+        params, opt_state, model_state, spec, batch, step)
+
+    def apply(p, o, g, new_ms, new_mstate):
+      p, tx_state = run_update(p, o["tx"], g, spec)
+      if run_after is not None:
+        new_mstate = run_after(p, new_mstate, model_state, spec, batch, step)
+      return p, {"tx": tx_state, "method": new_mstate}, new_ms
+
+    params, opt_state, model_state = jax.lax.cond(
+        metrics["nonfinite"] == 0, apply,
+        lambda p, o, g, new_ms, new_mstate: (p, o, model_state),
+        params, opt_state, grads, new_ms, new_mstate)
+    return params, opt_state, model_state, metrics
+
+  grads_fn = map_runs(run_grads, "vmap", kinds)
+  update_fn = map_runs(run_update, "vmap", (RUN, RUN, RUN, RUN))
+  after_fn = (None if run_after is None else
+              map_runs(run_after, "vmap", kinds))
+
+  def step_fn(state, specs, batch):
+    s_count, g_count = specs["seed"].shape
+    how = run_map if s_count * g_count > 1 else "unroll"
+    if how == "vmap":
+      grads, model_state, mstate, metrics = grads_fn(
+          state.params, state.opt_state, state.model_state, specs, batch,
+          state.step)
+      ok = metrics["nonfinite"] == 0
+      new_params, tx_state = update_fn(state.params, state.opt_state["tx"],
+                                       grads, specs)
+      if after_fn is not None:
+        mstate = after_fn(new_params, mstate, state.model_state, specs,
+                          batch, state.step)
+      keep = run_map_lib.keep_where
+      params = keep(ok, new_params, state.params)
+      opt_state = keep(ok, {"tx": tx_state, "method": mstate},
+                       state.opt_state)
+      model_state = keep(ok, model_state, state.model_state)
+    else:
+      params, opt_state, model_state, metrics = map_runs(
+          run_step, how, kinds, carry=(0, 1, 2))(
+              state.params, state.opt_state, state.model_state, specs, batch,
+              state.step)
+    return state.replace(step=state.step + 1, params=params,
+                         opt_state=opt_state,
+                         model_state=model_state), metrics
+
+  rep = parallel.replicated(mesh)
+  data = parallel.batch_sharding(mesh, example_axis=1)
+  return jax.jit(step_fn, in_shardings=(rep, rep, data),
+                 out_shardings=(rep, rep),
+                 donate_argnums=(0,) if donate else ())
+
+
+def init_opt_state(tx, params, method: MethodSpec, num_tasks: int):
+  """{"tx": the optimizer's [S, G] state, "method": the method's}."""
+  s, g = jax.tree.leaves(params)[0].shape[:2]
+  return {"tx": jax.jit(jax.vmap(jax.vmap(tx.init)))(params),
+          "method": init_method_state(method, num_tasks, (s, g))}
