@@ -5,7 +5,6 @@ import types
 import numpy as np
 
 from mtljax import config as config_lib
-from mtljax.core import method_step
 from mtljax.core import parallel
 from mtljax.core import runs
 from mtljax.core import state as state_lib
@@ -64,7 +63,7 @@ def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
   graphdef, params, model_state = state_lib.init_params(
       cfg.model, shape, num_tasks, seeds, prog.num_groups)
   mesh = parallel.make_mesh(num_devices)
-  spec = method_step.method_spec(cfg) if prog.uses_method else None
+  spec = prog.method if prog.uses_method else None
   fn = step_lib.make_train_step(graphdef, tx, normalize=normalize,
                                 mesh=mesh, donate=False, run_map=run_map,
                                 method=spec)

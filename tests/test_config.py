@@ -107,7 +107,7 @@ def test_encoder_setting_values_are_checked_before_training():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("model.encoder", "transformer"), ("model.arch", "mmoe"),
+    ("model.encoder", "transformer"), ("model.arch", "mixture"),
     ("optimizer.name", "lion"), ("optimizer.schedule", "linear"),
     ("loss.normalize", "per_batch")])
 def test_component_names_come_from_the_registries(field, value):

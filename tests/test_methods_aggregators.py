@@ -1,5 +1,13 @@
 """PCGrad, CAGrad, IMTL-G, GradDrop, Aligned-MTL and Nash-MTL against their
-defining properties and independent numpy (float64) references."""
+defining properties and independent numpy (float64) references.
+
+Compilation dominates this file's time, so every test uses the same few
+gradient shapes, P = 12 and T in (1, 2, 4) (T = 1 takes no solver), and the
+same keyword call convention (`call`), so each jitted aggregator compiles
+once per shape.
+"""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +22,10 @@ KEYED = ("pcgrad", "graddrop")
 KEY = jax.random.PRNGKey(0)
 
 
-def rand_grads(t, p=24, seed=0, shared=1.0):
+P = 12
+
+
+def rand_grads(t, p=P, seed=0, shared=1.0):
   """Random [t, p] gradients with a common component (some conflicts)."""
   rng = np.random.default_rng(seed)
   g = rng.normal(size=(t, p)) + shared * rng.normal(size=(1, p))
@@ -24,21 +35,25 @@ def rand_grads(t, p=24, seed=0, shared=1.0):
 def call(name, g, **kw):
   if name in KEYED and "key" not in kw:
     kw["key"] = KEY
+  if name == "cagrad" and "c" not in kw:
+    kw["c"] = 0.5  # always passed: c is traced, one compilation per shape
   return methods.aggregate(name, jnp.asarray(g), **kw)
 
 
 def degenerate():
   rng = np.random.default_rng(7)
-  v = rng.normal(size=12).astype(np.float32)
-  w = rng.normal(size=12).astype(np.float32)
+  v = rng.normal(size=P).astype(np.float32)
+  w = rng.normal(size=P).astype(np.float32)
+  u = rng.normal(size=P).astype(np.float32)
+  # T = 1, 2 or 4 only (shapes shared with the other tests).
   return {
-      "zero1": np.zeros((1, 12), np.float32),
-      "zero3": np.zeros((3, 12), np.float32),
-      "one_zero": np.stack([v, np.zeros_like(v), w]),
+      "zero1": np.zeros((1, P), np.float32),
+      "zero4": np.zeros((4, P), np.float32),
+      "one_zero": np.stack([v, np.zeros_like(v), w, u]),
       "duplicate": np.stack([v, v]),
-      "duplicate3": np.stack([v, v, w]),
+      "duplicate3": np.stack([v, v, w, u]),
       "opposed": np.stack([v, -v]),
-      "opposed3": np.stack([v, -v, w]),
+      "opposed3": np.stack([v, -v, w, u]),
       "opposed_dup": np.stack([v, -v, v, -v]),
       "tiny": 1e-20 * np.stack([v, w]),
       "huge": 1e15 * np.stack([v, w]),
@@ -64,7 +79,7 @@ def test_finite_on_degenerate(name, case):
 
 @pytest.mark.parametrize("name", NEW)
 def test_zero_gradients_give_zero(name):
-  d = np.asarray(call(name, np.zeros((3, 5), np.float32)))
+  d = np.asarray(call(name, np.zeros((4, P), np.float32)))
   np.testing.assert_array_equal(d, 0)
 
 
@@ -87,23 +102,21 @@ def test_single_task_cagrad_scale():
 @pytest.mark.parametrize("name", NEW)
 @pytest.mark.parametrize("t", (1, 4))
 def test_jit_and_vmap_equal_unbatched(name, t):
+  # The aggregators are jitted functions, so the single calls are jitted
+  # ones; the vmap (inside an outer jit) batches the same program.
   runs = np.stack([rand_grads(t, seed=s) for s in range(3)])
   keys = jax.random.split(KEY, 3)
-  fn = getattr(agg, name)
 
   def one(g, k):
-    return fn(g, k) if name in KEYED else fn(g)
+    return call(name, g, key=k) if name in KEYED else call(name, g)
 
   ref = np.stack([np.asarray(one(jnp.asarray(g), k))
                   for g, k in zip(runs, keys)])
-  jitted = np.stack([np.asarray(jax.jit(one)(jnp.asarray(g), k))
-                     for g, k in zip(runs, keys)])
   batched = np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(runs), keys))
   scale = np.max(np.abs(ref)) + 1e-12
   # CAGrad's float32 dual is flat near its optimum: different XLA fusions
   # stop at points 1e-6 apart in objective, ~1e-3 apart in direction.
   tol = 5e-3 if name == "cagrad" else 1e-5
-  np.testing.assert_allclose(jitted, ref, atol=tol * scale)
   np.testing.assert_allclose(batched, ref, atol=max(tol, 1e-4) * scale)
 
 
@@ -134,32 +147,37 @@ def np_pcgrad(g, order):
   return pc
 
 
-def pcgrad_orders(key, t):
+@functools.partial(jax.jit, static_argnums=1)
+def _orders(key, t):
   keys = jax.random.split(key, t)
-  return np.asarray(jax.vmap(lambda k: jax.random.permutation(k, t))(keys))
+  return jax.vmap(lambda k: jax.random.permutation(k, t))(keys)
 
 
-@pytest.mark.parametrize("t", (2, 4, 10))
-@pytest.mark.parametrize("seed", range(2))
+def pcgrad_orders(key, t):
+  return np.asarray(_orders(key, t))
+
+
+@pytest.mark.parametrize("t", (4,))  # T = 2: test_pcgrad_two_tasks_...
+@pytest.mark.parametrize("seed", range(4))
 def test_pcgrad_matches_numpy_loop(t, seed):
   g = rand_grads(t, seed=seed, shared=0.3)
   key = jax.random.PRNGKey(seed)
   pc = np_pcgrad(g, pcgrad_orders(key, t))
-  np.testing.assert_allclose(np.asarray(agg.pcgrad_projected(g, key)), pc,
-                             rtol=1e-4, atol=1e-4)
-  np.testing.assert_allclose(np.asarray(agg.pcgrad(g, key)), pc.sum(0),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(agg.pcgrad_projected(g, key=key)),
+                             pc, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(call("pcgrad", g, key=key)),
+                             pc.sum(0), rtol=1e-4, atol=1e-4)
   # key=None: the fixed order 0..T-1 for every task.
   fixed = np_pcgrad(g, np.tile(np.arange(t), (t, 1)))
-  np.testing.assert_allclose(np.asarray(agg.pcgrad(g, None)), fixed.sum(0),
-                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(call("pcgrad", g, key=None)),
+                             fixed.sum(0), rtol=1e-4, atol=1e-4)
 
 
 def test_pcgrad_two_tasks_no_conflict_left():
   rng = np.random.default_rng(3)
   for _ in range(20):
-    g = rng.normal(size=(2, 8)).astype(np.float32)
-    pc = np.asarray(agg.pcgrad_projected(g, KEY))
+    g = rng.normal(size=(2, P)).astype(np.float32)
+    pc = np.asarray(agg.pcgrad_projected(g, key=KEY))
     scale = np.linalg.norm(g[0]) * np.linalg.norm(g[1])
     assert pc[0] @ g[1] >= -1e-5 * scale
     assert pc[1] @ g[0] >= -1e-5 * scale
@@ -169,16 +187,17 @@ def test_pcgrad_two_tasks_no_conflict_left():
 
 def test_pcgrad_no_conflict_is_sum_and_opposed_cancel():
   g = np.abs(rand_grads(4))
-  np.testing.assert_allclose(np.asarray(agg.pcgrad(g, KEY)), g.sum(0),
+  np.testing.assert_allclose(np.asarray(call("pcgrad", g)), g.sum(0),
                              rtol=1e-6)
   v = rand_grads(1)[0]
-  np.testing.assert_allclose(np.asarray(agg.pcgrad(np.stack([v, -v]), KEY)),
+  np.testing.assert_allclose(np.asarray(call("pcgrad", np.stack([v, -v]))),
                              0, atol=1e-5)
 
 
 def test_pcgrad_order_depends_on_key():
-  g = rand_grads(6, seed=1, shared=0.0)
-  outs = {tuple(np.round(np.asarray(agg.pcgrad(g, jax.random.PRNGKey(s))), 4))
+  g = rand_grads(4, seed=1, shared=0.0)
+  outs = {tuple(np.round(np.asarray(call("pcgrad", g,
+                                         key=jax.random.PRNGKey(s))), 4))
           for s in range(8)}
   assert len(outs) > 1
 
@@ -206,10 +225,10 @@ def np_cagrad(g, c):
 def test_cagrad_c0_is_mean(t):
   for seed in range(3):
     g = rand_grads(t, seed=seed)
-    np.testing.assert_array_equal(np.asarray(agg.cagrad(g, c=0.0)),
+    np.testing.assert_array_equal(np.asarray(call("cagrad", g, c=0.0)),
                                   np.asarray(jnp.mean(jnp.asarray(g), 0)))
   for g in degenerate().values():
-    np.testing.assert_array_equal(np.asarray(agg.cagrad(g, c=0.0)),
+    np.testing.assert_array_equal(np.asarray(call("cagrad", g, c=0.0)),
                                   np.asarray(jnp.mean(jnp.asarray(g), 0)))
 
 
@@ -219,11 +238,11 @@ def test_cagrad_matches_scipy(t, c):
   for seed in range(3):
     g = rand_grads(t, seed=seed, shared=0.5)
     ref, obj, fstar = np_cagrad(g, c)
-    w = np.asarray(agg.cagrad_weights(g, c)).astype(np.float64)
+    w = np.asarray(agg.cagrad_weights(g, c=c)).astype(np.float64)
     assert abs(w.sum() - 1) < 1e-5 and w.min() >= 0
     # The dual objective is at least as good as SLSQP's (to 1e-5).
     assert obj(w) <= fstar + 1e-5 * abs(fstar), (obj(w), fstar)
-    d = np.asarray(agg.cagrad(g, c))
+    d = np.asarray(call("cagrad", g, c=c))
     np.testing.assert_allclose(d, ref, rtol=2e-3,
                                atol=2e-3 * np.abs(ref).max())
 
@@ -234,7 +253,7 @@ def test_cagrad_conflict_averse():
     g = rand_grads(4, seed=seed, shared=0.3)
     c = 0.5
     g0 = g.astype(np.float64).mean(0)
-    d = np.asarray(agg.cagrad(g, c)).astype(np.float64) * (1 + c * c)
+    d = np.asarray(call("cagrad", g, c=c)).astype(np.float64) * (1 + c * c)
     np.testing.assert_allclose(np.linalg.norm(d - g0),
                                c * np.linalg.norm(g0), rtol=1e-3)
 
@@ -242,9 +261,9 @@ def test_cagrad_conflict_averse():
 def test_cagrad_c_traced_in_vmap():
   g = jnp.asarray(rand_grads(4))
   cs = jnp.array([0.0, 0.3, 0.8])
-  batched = jax.vmap(lambda c: agg.cagrad(g, c))(cs)
+  batched = jax.vmap(lambda c: call("cagrad", g, c=c))(cs)
   for c, row in zip(cs, batched):
-    ref = agg.cagrad(g, float(c))
+    ref = call("cagrad", g, c=float(c))
     np.testing.assert_allclose(row, ref, atol=5e-3 * np.abs(ref).max())
   np.testing.assert_allclose(batched[0], jnp.mean(g, 0), rtol=1e-6)
 
@@ -263,11 +282,11 @@ def np_imtl_g(g):
   return a @ g, a
 
 
-@pytest.mark.parametrize("t", (2, 4, 10))
+@pytest.mark.parametrize("t", (2, 4))
 def test_imtl_g_equal_projections_and_numpy(t):
-  for seed in range(3):
+  for seed in range(5):
     g = rand_grads(t, seed=seed, shared=0.5)
-    d = np.asarray(agg.imtl_g(g)).astype(np.float64)
+    d = np.asarray(call("imtl_g", g)).astype(np.float64)
     u = g.astype(np.float64)
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     proj = u @ d
@@ -281,9 +300,9 @@ def test_imtl_g_equal_projections_and_numpy(t):
 
 def test_imtl_g_opposed_and_duplicate():
   v = rand_grads(1)[0]
-  np.testing.assert_allclose(np.asarray(agg.imtl_g(np.stack([v, -v]))), 0,
+  np.testing.assert_allclose(np.asarray(call("imtl_g", np.stack([v, -v]))), 0,
                              atol=1e-5)
-  np.testing.assert_allclose(np.asarray(agg.imtl_g(np.stack([v, v]))), v,
+  np.testing.assert_allclose(np.asarray(call("imtl_g", np.stack([v, v]))), v,
                              rtol=1e-4)
 
 
@@ -297,6 +316,9 @@ def test_imtl_g_scale_equivariant():
 # --------------------------------------------------------------- GradDrop
 
 
+_uniform = jax.jit(lambda key: jax.random.uniform(key, (P,), jnp.float32))
+
+
 def np_graddrop(g, u, leak):
   g = g.astype(np.float64)
   p = 0.5 * (1 + g.sum(0) / np.where(np.abs(g).sum(0) > 0,
@@ -308,27 +330,32 @@ def np_graddrop(g, u, leak):
 @pytest.mark.parametrize("t", (1, 4))
 @pytest.mark.parametrize("leak", (0.0, 0.3, 1.0))
 def test_graddrop_matches_numpy(t, leak):
-  g = rand_grads(t, p=200)
-  key = jax.random.PRNGKey(t)
-  u = np.asarray(jax.random.uniform(key, (200,), jnp.float32))
-  np.testing.assert_allclose(np.asarray(agg.graddrop(g, key, leak)),
-                             np_graddrop(g, u, leak), rtol=1e-5, atol=1e-5)
+  for seed in range(4):  # several keys: one compilation
+    g = rand_grads(t, seed=seed)
+    key = jax.random.PRNGKey(10 * t + seed)
+    u = np.asarray(_uniform(key))
+    np.testing.assert_allclose(
+        np.asarray(call("graddrop", g, key=key, leak=leak)),
+        np_graddrop(g, u, leak), rtol=1e-5, atol=1e-5)
 
 
 def test_graddrop_leak1_is_sum_and_signs_are_pure():
-  g = rand_grads(4, p=500)
-  np.testing.assert_allclose(np.asarray(agg.graddrop(g, KEY, 1.0)), g.sum(0),
-                             rtol=1e-5, atol=1e-6)
-  # leak 0: each coordinate keeps only one sign's contributions.
-  d = np.asarray(agg.graddrop(g, KEY, 0.0))
-  pos = np.where(g > 0, g, 0).sum(0)
-  neg = np.where(g < 0, g, 0).sum(0)
-  ok = np.isclose(d, pos, atol=1e-6) | np.isclose(d, neg, atol=1e-6)
-  assert ok.all()
-  # Agreeing signs are never dropped.
-  a = np.abs(g)
-  np.testing.assert_allclose(np.asarray(agg.graddrop(a, KEY)), a.sum(0),
-                             rtol=1e-6)
+  for seed in range(8):  # many coordinates in all, one compilation
+    g = rand_grads(4, seed=seed)
+    key = jax.random.PRNGKey(seed)
+    np.testing.assert_allclose(
+        np.asarray(call("graddrop", g, key=key, leak=1.0)), g.sum(0),
+        rtol=1e-5, atol=1e-6)
+    # leak 0: each coordinate keeps only one sign's contributions.
+    d = np.asarray(call("graddrop", g, key=key, leak=0.0))
+    pos = np.where(g > 0, g, 0).sum(0)
+    neg = np.where(g < 0, g, 0).sum(0)
+    ok = np.isclose(d, pos, atol=1e-6) | np.isclose(d, neg, atol=1e-6)
+    assert ok.all()
+    # Agreeing signs are never dropped.
+    a = np.abs(g)
+    np.testing.assert_allclose(np.asarray(call("graddrop", a, key=key)),
+                               a.sum(0), rtol=1e-6)
 
 
 # ------------------------------------------------------------ Aligned-MTL
@@ -344,38 +371,38 @@ def np_aligned(g):
   return b.sum(0) @ g, b
 
 
-@pytest.mark.parametrize("t", (2, 4, 10))
+@pytest.mark.parametrize("t", (2, 4))
 def test_aligned_mtl_condition_number_one_and_numpy(t):
-  for seed in range(3):
-    g = rand_grads(t, p=40, seed=seed)
+  for seed in range(5):
+    g = rand_grads(t, seed=seed)
     b = np.asarray(agg.aligned_mtl_matrix(g)).astype(np.float64)
     s = np.linalg.svd(b @ g.astype(np.float64), compute_uv=False)
     assert s.max() / s.min() < 1 + 1e-3, s
-    d = np.asarray(agg.aligned_mtl(g))
+    d = np.asarray(call("aligned_mtl", g))
     ref, _ = np_aligned(g)
     np.testing.assert_allclose(d, ref, rtol=2e-3, atol=2e-3 * abs(ref).max())
 
 
 def test_aligned_mtl_rank_deficient():
-  # Duplicate + a third: rank 2, the aligned matrix has 2 equal singular
+  # A duplicate + two more: rank 3, the aligned matrix has 3 equal singular
   # values and one zero.
   g = degenerate()["duplicate3"]
   b = np.asarray(agg.aligned_mtl_matrix(g)).astype(np.float64)
   s = np.linalg.svd(b @ g.astype(np.float64), compute_uv=False)
-  assert s[1] > 0 and s[0] / s[1] < 1 + 1e-3 and s[2] < 1e-3 * s[0], s
+  assert s[2] > 0 and s[0] / s[2] < 1 + 1e-3 and s[3] < 1e-3 * s[0], s
   # Orthogonal gradients of different norms: all rescaled to the smallest.
-  g = np.diag([1.0, 2.0, 3.0]).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(agg.aligned_mtl(g)), [1, 1, 1],
-                             rtol=1e-5)
+  g = np.eye(4, P, dtype=np.float32) * np.float32([[1], [2], [3], [4]])
+  np.testing.assert_allclose(np.asarray(call("aligned_mtl", g)),
+                             [1, 1, 1, 1] + [0] * (P - 4), rtol=1e-5)
 
 
 # --------------------------------------------------------------- Nash-MTL
 
 
-@pytest.mark.parametrize("t", (1, 2, 4, 10))
+@pytest.mark.parametrize("t", (1, 2, 4))
 def test_nash_mtl_fixed_point(t):
-  for seed in range(3):
-    g = rand_grads(t, p=60, seed=seed, shared=0.5)
+  for seed in range(5):
+    g = rand_grads(t, seed=seed, shared=0.5)
     a = np.asarray(agg.nash_mtl_weights(g)).astype(np.float64)
     gg = g.astype(np.float64) @ g.T.astype(np.float64)
     assert np.linalg.cond(gg) < 1e3
@@ -383,22 +410,23 @@ def test_nash_mtl_fixed_point(t):
     assert a.min() > 0
     res = np.linalg.norm(gh @ a - 1 / a) / np.linalg.norm(1 / a)
     assert res < 1e-3, res
-    np.testing.assert_allclose(np.asarray(agg.nash_mtl(g)), a @ g, rtol=1e-4,
-                               atol=1e-5 * np.abs(a @ g).max())
+    np.testing.assert_allclose(np.asarray(call("nash_mtl", g)), a @ g,
+                               rtol=1e-4, atol=1e-5 * np.abs(a @ g).max())
 
 
 def test_nash_mtl_orthogonal_closed_form():
   # Orthogonal gradients: alpha_i = 1 / ||g_i|| (in the normalised Gramian).
-  g = np.diag([1.0, 2.0, 4.0]).astype(np.float32)
+  norms = np.array([1.0, 2.0, 4.0, 8.0])
+  g = np.eye(4, P, dtype=np.float32) * norms[:, None].astype(np.float32)
   a = np.asarray(agg.nash_mtl_weights(g))
-  fro = np.sqrt(1 + 16 + 256)
-  np.testing.assert_allclose(a, np.sqrt(fro) / np.array([1.0, 2.0, 4.0]),
-                             rtol=1e-5)
+  fro = np.sqrt(np.sum(norms ** 4))
+  # (to the ridge's 1e-6 / (||g_i||^2 / ||G||_F) relative)
+  np.testing.assert_allclose(a, np.sqrt(fro) / norms, rtol=1e-4)
 
 
 def test_nash_mtl_scale_convention():
   # ||d||^2 = alpha^T G alpha = T ||G||_F (up to the ridge).
   g = rand_grads(4, seed=2)
-  d = np.asarray(agg.nash_mtl(g)).astype(np.float64)
+  d = np.asarray(call("nash_mtl", g)).astype(np.float64)
   gg = g.astype(np.float64) @ g.T.astype(np.float64)
   np.testing.assert_allclose(d @ d, 4 * np.linalg.norm(gg), rtol=1e-3)

@@ -88,7 +88,8 @@ def test_a_users_encoder_trains_through_the_cli_with_its_own_setting(
 
 def test_registry_names_get_and_errors():
   assert {"cnn", "mlp"} <= set(registry.ENCODERS.names())
-  assert registry.ARCHITECTURES.names() == ("hps",)
+  assert {"hps", "share_k", "mmoe", "cgc", "cross_stitch", "mtan"} == set(
+      registry.ARCHITECTURES.names())
   assert {"mtl_scenes", "digits_multilabel"} <= set(registry.DATASETS.names())
   assert {"adam", "adamw", "sgd"} <= set(registry.OPTIMIZERS.names())
   assert registry.TASK_TYPES.get("binary").primary_metric == "auc"

@@ -63,10 +63,47 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
   return value
 
 
-def _check_method(cfg) -> None:
+METHOD_FIELDS = ("weighting", "aggregator", "rep_grad", "weighting_hparams",
+                 "aggregator_hparams")
+
+
+def method_config(cfg, overrides: dict | None = None):
+  """config.method with a method arm's overrides applied (a copy)."""
+  m = cfg.method.copy_and_resolve_references()
+  for key, value in (overrides or {}).items():
+    m[key] = value
+  return m
+
+
+def _check_method_arms(cfg) -> None:
+  """config.method_arms: (name, {method field: value}) pairs."""
+  names = set(cfg.modes) | {p[0] for p in cfg.partitions}
+  for entry in cfg.method_arms:
+    if not (isinstance(entry, (tuple, list)) and len(entry) == 2
+            and isinstance(entry[0], str) and entry[0]
+            and isinstance(entry[1], dict)):
+      raise ConfigError(
+          "config.method_arms entries must be (name, {method field: value}) "
+          f"pairs, e.g. ('pcgrad', {{'aggregator': 'pcgrad'}}); got {entry!r}")
+    name, fields = entry
+    if name in names:
+      raise ConfigError(f"config.method_arms: arm name {name!r} is used twice "
+                        "(or is one of config.modes or config.partitions)")
+    names.add(name)
+    for key in fields:
+      if key not in METHOD_FIELDS:
+        raise ConfigError(f"config.method_arms[{name!r}]: {key!r} is not a "
+                          f"method field; fields: {', '.join(METHOD_FIELDS)}")
+    try:
+      _check_method(cfg, method_config(cfg, fields))
+    except ConfigError as e:
+      raise ConfigError(f"config.method_arms[{name!r}]: {e}") from None
+
+
+def _check_method(cfg, m=None) -> None:
   """config.method: registered names, known hyperparameters, rep_grad."""
   from mtljax import registry  # pylint: disable=g-import-not-at-top
-  m = cfg.method
+  m = cfg.method if m is None else m
   weighting = registry.WEIGHTINGS.get(m.weighting)
   aggregator = (None if m.aggregator == "none"
                 else registry.AGGREGATORS.get(m.aggregator))

@@ -21,6 +21,7 @@ import ml_collections
 
 from mtljax import errors
 from mtljax.config.checks import _check_method
+from mtljax.config.checks import _check_method_arms
 from mtljax.config.checks import _check_partitions
 from mtljax.config.checks import _check_selection_metric
 from mtljax.config.checks import _check_tfds
@@ -125,6 +126,11 @@ def default_config() -> ml_collections.ConfigDict:
   # {"temperature": 2.0} for DWA; numbers are per-run values.
   c.method.weighting_hparams = ml_collections.ConfigDict()
   c.method.aggregator_hparams = ml_collections.ConfigDict()
+  # More MTL arms, one per method, trained side by side with the others and
+  # paired with them by seed: (("pcgrad", {"aggregator": "pcgrad"}),
+  # ("uw", {"weighting": "uw"})) adds arms "pcgrad" and "uw", each one
+  # network on all tasks with that method (fields as in config.method).
+  c.method_arms = ()
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"         # registry.OPTIMIZERS: "adam", "adamw", "sgd"
@@ -382,6 +388,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check_partitions(out)
   _check_selection_metric(out)
   _check_method(out)
+  _check_method_arms(out)
   _check_tfds(out)
   for k in out.data.shuffle_tasks:
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:

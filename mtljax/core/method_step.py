@@ -49,6 +49,7 @@ import numpy as np
 from flax import nnx
 
 from mtljax import registry
+from mtljax.config import checks as config_checks
 from mtljax.core import parallel
 from mtljax.core import run_map as run_map_lib
 from mtljax.core.run_map import RUN, SEED, SHARED, map_runs
@@ -80,9 +81,20 @@ class MethodSpec:
   aggregator_static: tuple = ()
   arch: str = "hps"
 
+  # The per-run float hyperparameters, (kind, name, value) triples
+  # (Program.specs broadcasts them to [S, G]).
+  hparams: tuple = ()
+
   @property
   def active(self) -> bool:
     return self.weighting != "static" or self.aggregator != "none"
+
+  @property
+  def tag(self) -> str:
+    """A program-name suffix: "pcgrad", "uw", "mgda_rep", ..."""
+    parts = [n for n in (self.weighting, self.aggregator)
+             if n not in ("static", "none")]
+    return "_".join(parts + (["rep"] if self.rep_grad else []))
 
   @property
   def uses_rep_grad(self) -> bool:
@@ -102,21 +114,16 @@ def split_hparams(hparams: dict) -> tuple[tuple, dict]:
   return static, floats
 
 
-def method_spec(config) -> MethodSpec:
-  """The MethodSpec of a validated config."""
-  m = config.method
-  ws, _ = split_hparams(dict(m.weighting_hparams))
-  as_, _ = split_hparams(dict(m.aggregator_hparams))
+def method_spec(config, overrides: dict | None = None) -> MethodSpec:
+  """The MethodSpec of a validated config's method (with a method arm's
+  overrides, config.method_arms)."""
+  m = config_checks.method_config(config, overrides)
+  ws, wf = split_hparams(dict(m.weighting_hparams))
+  as_, af = split_hparams(dict(m.aggregator_hparams))
+  floats = tuple([("weighting", k, v) for k, v in sorted(wf.items())]
+                 + [("aggregator", k, v) for k, v in sorted(af.items())])
   return MethodSpec(m.weighting, m.aggregator, bool(m.rep_grad), ws, as_,
-                    config.model.get("arch", "hps"))
-
-
-def run_hparams(config) -> dict:
-  """The per-run float hyperparameters, {"weighting": {...}, "aggregator":
-  {...}} (Program.specs broadcasts them to [S, G])."""
-  m = config.method
-  return {"weighting": split_hparams(dict(m.weighting_hparams))[1],
-          "aggregator": split_hparams(dict(m.aggregator_hparams))[1]}
+                    config.model.get("arch", "hps"), floats)
 
 
 def _weighting(spec: MethodSpec):

@@ -79,10 +79,13 @@ class Program:
   # per-run float hyperparameters as (kind, name, value) triples.
   task_weights: tuple = ()
   method_hparams: tuple = ()
-  # Whether the step applies config.method: only programs of multi-task
-  # groups do; single-task groups (STL) train in a program of their own
-  # with the classic step, so a method cannot change them.
-  uses_method: bool = False
+  # The method its step applies (a method_step.MethodSpec), None: the
+  # classic step. Only programs of multi-task groups have one.
+  method: Any = None
+
+  @property
+  def uses_method(self) -> bool:
+    return self.method is not None and self.method.active
 
   @property
   def num_groups(self) -> int:
@@ -174,46 +177,51 @@ def build_programs(config: Any, image_shape, num_tasks: int,
     raise ConfigError(f"config.loss.task_weights={task_weights!r} has "
                       f"{len(task_weights)} weight(s) for a dataset with "
                       f"{num_tasks} tasks: give one per task")
-  hparams = ()
-  if "method" in config:
-    from mtljax.core import method_step  # pylint: disable=g-import-not-at-top
-    hparams = tuple((kind, k, v) for kind, d in
-                    method_step.run_hparams(config).items()
-                    for k, v in sorted(d.items()))
-  method = config.get("method")
-  active = method is not None and (method.weighting != "static"
-                                   or method.aggregator != "none")
-  if active and method.aggregator != "none":
-    from mtljax import registry  # pylint: disable=g-import-not-at-top
-    rep = method.rep_grad or getattr(
-        registry.AGGREGATORS.get(method.aggregator), "representation", False)
-    arch = config.model.get("arch", "hps")
-    if rep and not hasattr(registry.ARCHITECTURES.get(arch), "encode"):
-      raise ConfigError(
-          f"config.model.arch={arch!r} has no single shared representation, "
-          f"so config.method.aggregator={method.aggregator!r} with rep_grad "
-          "cannot run; use rep_grad=False (parameter gradients)")
+  from mtljax.core import method_step  # pylint: disable=g-import-not-at-top
+  main = method_step.method_spec(config) if "method" in config else None
+  arch = config.model.get("arch", "hps")
+  for name, m in [("config.method", main)] + [
+      (f"config.method_arms[{n!r}]", method_step.method_spec(config, o))
+      for n, o in config.get("method_arms", ())]:
+    _check_rep_grad(name, m, arch)
   programs = []
   for width, groups in by_width.items():
     model_cfg = config.model.copy_and_resolve_references()
     model_cfg.width = width
-    parts = [(f"w{width}", tuple(groups), False)]
-    if active:
+    parts = [(f"w{width}", tuple(groups), None)]
+    if main is not None and main.active:
+      # The method acts on the multi-task groups only: single-task groups
+      # (STL) keep the classic step in a program of their own, so a method
+      # cannot change them, bit for bit.
       single = tuple(g for g in groups if len(g.tasks) == 1)
       multi = tuple(g for g in groups if len(g.tasks) > 1)
-      parts = [(f"w{width}", single, False),
-               (f"w{width}_{method_tag(method)}", multi, True)]
+      parts = [(f"w{width}", single, None),
+               (f"w{width}_{main.tag}", multi, main)]
     programs += [Program(name, model_cfg, gs, task_weights,
-                         hparams if on else (), on)
-                 for name, gs, on in parts if gs]
+                         m.hparams if m else (), m)
+                 for name, gs, m in parts if gs]
+  for name, overrides in config.get("method_arms", ()):
+    m = method_step.method_spec(config, overrides)
+    model_cfg = config.model.copy_and_resolve_references()
+    groups = _groups(name + config.arm_suffix, [tuple(range(num_tasks))],
+                     num_tasks, lrs, policies)
+    programs.append(Program(f"w{model_cfg.width}_{name}", model_cfg,
+                            tuple(groups), task_weights,
+                            m.hparams if m.active else (),
+                            m if m.active else None))
   return programs
 
 
-def method_tag(method) -> str:
-  """A program-name suffix for a method config ("pcgrad", "uw", ...)."""
-  parts = [n for n in (method.weighting, method.aggregator)
-           if n not in ("static", "none")]
-  return "_".join(parts + (["rep"] if method.rep_grad else []))
+def _check_rep_grad(name: str, method, arch: str) -> None:
+  """rep_grad needs an architecture with one shared representation."""
+  if method is None or not method.uses_rep_grad:
+    return
+  from mtljax import registry  # pylint: disable=g-import-not-at-top
+  if not hasattr(registry.ARCHITECTURES.get(arch), "encode"):
+    raise ConfigError(
+        f"config.model.arch={arch!r} has no single shared representation "
+        f"(no encode/decode), so {name} (aggregator {method.aggregator!r} "
+        "with rep_grad) cannot run; use rep_grad=False (parameter gradients)")
 
 
 def group_param_counts(program: Program, image_shape, num_tasks

@@ -8,6 +8,9 @@ depth, dropout, dtype, rngs, **its own settings)` sets `out_features`, with
 `__call__(x, *, rng=None, deterministic=True)` and a class attribute
 `convolutional`, and register it: `registry.ENCODERS.register("name", cls)`.
 Its own settings come from `config.model.encoder_kwargs` (docs/EXTENDING.md).
+Architectures that share some stages and not others (share_k, cross_stitch,
+mtan) also need staged access: `stage(i, x, ...)`, `finish(x, ...)`,
+`keep_stages(start, stop)` and `num_stages`/`stage_features`, as here.
 """
 
 from __future__ import annotations
@@ -196,6 +199,43 @@ class MLPEncoder(nnx.Module):
         x = self.dropout(x, deterministic=deterministic, rngs=rng)
     return x
 
+  # Staged access, for architectures that share some stages and not others
+  # (models/share_k.py, cross_stitch.py, mtan.py). __call__ is
+  # `finish(stage(depth-1, ... stage(0, x)))`, op for op.
+  @property
+  def num_stages(self) -> int:
+    return len(self.layers)
+
+  @property
+  def stage_features(self) -> tuple[int, ...]:
+    """The features each stage outputs."""
+    return tuple(layer.out_features for layer in self.layers)
+
+  def stage(self, i, x, *, rng=None, deterministic=True):
+    """Stage i: Dense → ReLU (→ dropout); flattens an image input first."""
+    x = jax.nn.relu(self.layers[i](x.reshape(x.shape[0], -1)))
+    if self.dropout is not None:
+      x = self.dropout(x, deterministic=deterministic, rngs=rng)
+    return x
+
+  def finish(self, x, *, rng=None, deterministic=True):
+    """Features after the last stage: [B, out_features]."""
+    del rng, deterministic  # the MLP's dropout is inside its stages
+    return x.reshape(x.shape[0], -1)
+
+  def keep_stages(self, start: int, stop: int) -> "MLPEncoder":
+    """Keeps only stages [start, stop) (indices renumber from 0); returns self.
+
+    An architecture that owns a slice of the encoder builds the whole one
+    and drops the rest, so a slice has exactly the layers (and initialiser
+    fan-ins) of the full encoder's.
+    """
+    if not 0 <= start < stop <= len(self.layers):
+      raise ValueError(f"stages [{start}, {stop}) of {len(self.layers)}")
+    self.layers = nnx.List(list(self.layers)[start:stop])
+    self.out_features = self.layers[-1].out_features
+    return self
+
 
 def _pool2x2(x, pool: str):
   """2×2 max or average pool, stride 2 (an odd last row/column is dropped).
@@ -262,6 +302,44 @@ class CNNEncoder(nnx.Module):
     if self.dropout is not None:
       x = self.dropout(x, deterministic=deterministic, rngs=rng)
     return x
+
+  # Staged access, as MLPEncoder's: __call__ is finish(stage(...)), op for op.
+  @property
+  def num_stages(self) -> int:
+    return len(self.convs)
+
+  @property
+  def stage_features(self) -> tuple[int, ...]:
+    """The channels each stage outputs."""
+    return tuple(conv.out_features for conv in self.convs)
+
+  def stage(self, i, x, *, rng=None, deterministic=True):
+    """Stage i: Conv3x3 → (BN) → ReLU → 2×2 pool."""
+    del rng  # the CNN's dropout is after the global pool (finish)
+    x = self.convs[i](x)
+    if self.norms is not None:
+      x = self.norms[i](x, use_running_average=deterministic)
+    x = jax.nn.relu(x)
+    if x.shape[1] >= 2 and x.shape[2] >= 2:
+      x = _pool2x2(x, self.pool)
+    return x
+
+  def finish(self, x, *, rng=None, deterministic=True):
+    """Global pool (→ dropout): [B, H, W, C] → [B, C]."""
+    x = jnp.max(x, axis=(1, 2)) if self.pool == "max" else x.mean(axis=(1, 2))
+    if self.dropout is not None:
+      x = self.dropout(x, deterministic=deterministic, rngs=rng)
+    return x
+
+  def keep_stages(self, start: int, stop: int) -> "CNNEncoder":
+    """Keeps only stages [start, stop) (see MLPEncoder.keep_stages)."""
+    if not 0 <= start < stop <= len(self.convs):
+      raise ValueError(f"stages [{start}, {stop}) of {len(self.convs)}")
+    self.convs = nnx.List(list(self.convs)[start:stop])
+    if self.norms is not None:
+      self.norms = nnx.List(list(self.norms)[start:stop])
+    self.out_features = self.convs[-1].out_features
+    return self
 
 
 # One line per encoder (see mtljax/registry.py); a user's registers the same way.

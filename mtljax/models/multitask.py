@@ -28,7 +28,7 @@ from flax import nnx
 
 from mtljax import config as config_lib
 from mtljax import registry
-from mtljax.models.encoders import lecun_normal
+from mtljax.models import parts
 
 
 class MultiTaskNet(nnx.Module):
@@ -51,27 +51,9 @@ class MultiTaskNet(nnx.Module):
     self.encoder = registry.ENCODERS.get(encoder)(
         tuple(image_shape), width=width, depth=depth, dropout=dropout,
         dtype=dtype, rngs=rngs, **(encoder_kwargs or {}))
-    feat = self.encoder.out_features
-    self.num_tasks = num_tasks
-    self.head_hidden = head_hidden
-    outputs_per_task = tuple(outputs_per_task or (1,) * num_tasks)
-    if len(outputs_per_task) != num_tasks:
-      raise ValueError(f"outputs_per_task has {len(outputs_per_task)} entries "
-                       f"for {num_tasks} tasks")
-    # A static table (not a variable): which task each output column is.
-    self.output_tasks = tuple(int(t) for t in np.repeat(
-        np.arange(num_tasks), outputs_per_task))
-    num_outputs = len(self.output_tasks)
-    # Fan-in = feat for both head weights (the task axis is a batch of heads).
-    init = lecun_normal(fan_in_axes=(1,))
-    # Per-task heads as stacked weights: head t only ever reads slice t, so T
-    # heads of [feat] → 1 are exactly T independent heads, in one matmul.
-    if head_hidden > 0:
-      self.hidden_w = nnx.Param(init(rngs.params(), (num_tasks, feat, head_hidden)))
-      self.hidden_b = nnx.Param(jnp.zeros((num_tasks, head_hidden)))
-      feat = head_hidden
-    self.out_w = nnx.Param(init(rngs.params(), (num_outputs, feat)))
-    self.out_b = nnx.Param(jnp.zeros((num_outputs,)))
+    # The heads' parameters are drawn after the encoder's, as always.
+    parts.init_heads(self, self.encoder.out_features, num_tasks,
+                     outputs_per_task, head_hidden, rngs)
     self.dtype = dtype
 
   @staticmethod
@@ -85,19 +67,21 @@ class MultiTaskNet(nnx.Module):
     return 0 if path and path[0] in _HEAD_PARAMS else None
 
   def __call__(self, x, *, rng=None, deterministic=True):
-    h = self.encoder(x.astype(self.dtype), rng=rng, deterministic=deterministic)
-    if self.head_hidden > 0:
-      h = jnp.einsum("bf,tfh->bth", h, self.hidden_w[...].astype(h.dtype),
-                     preferred_element_type=jnp.float32)
-      h = jax.nn.relu(h + self.hidden_b[...])
-      if self.output_tasks != tuple(range(self.num_tasks)):
-        # Each output column reads its own task's hidden layer.
-        h = h[:, np.asarray(self.output_tasks)]
-      logits = jnp.einsum("bth,th->bt", h, self.out_w[...]) + self.out_b[...]
-    else:
-      logits = jnp.einsum("bf,tf->bt", h, self.out_w[...].astype(h.dtype),
-                          preferred_element_type=jnp.float32) + self.out_b[...]
-    return logits.astype(jnp.float32)
+    return self.decode(self.encode(x, rng=rng, deterministic=deterministic),
+                       rng=rng, deterministic=deterministic)
+
+  # The shared representation, for gradients taken with respect to it
+  # (method.rep_grad): encode uses only shared parameters, decode only
+  # per-task ones, and decode(encode(x)) is __call__(x), op for op.
+  def encode(self, x, *, rng=None, deterministic=True):
+    """[B, H, W, C] images → the encoder's features [B, F]."""
+    return self.encoder(x.astype(self.dtype), rng=rng,
+                        deterministic=deterministic)
+
+  def decode(self, rep, *, rng=None, deterministic=True):
+    """Features [B, F] → [B, O] float32 logits (the heads)."""
+    del rng, deterministic  # the heads have no dropout
+    return parts.apply_heads(self, rep)
 
 
 def create(model_cfg: Any, image_shape, num_tasks, key: jax.Array):
@@ -194,7 +178,7 @@ def is_convolutional(model_cfg: Any) -> bool:
   return bool(getattr(registry.ENCODERS.get(name), "convolutional", False))
 
 
-_HEAD_PARAMS = ("hidden_w", "hidden_b", "out_w", "out_b")
+_HEAD_PARAMS = parts.HEAD_PARAMS
 
 
 def param_count(params, task_mask=None, arch: str = "hps",
@@ -208,9 +192,17 @@ def param_count(params, task_mask=None, arch: str = "hps",
     outputs_per_task: (T,) outputs of each task (None: one each).
 
   Returns:
-    Shared parameters + the task-specific parameters of the group's tasks.
+    Shared parameters + the task-specific parameters of the group's tasks:
+    a per-task leaf (`task_axis` not None) counts the group's share of its
+    task axis (of its output columns for `output_params`). An architecture
+    with a static `param_count(params, task_mask, outputs_per_task)` counts
+    itself instead.
   """
   cls = registry.ARCHITECTURES.get(arch)
+  if callable(getattr(cls, "param_count", None)):
+    # An architecture whose task-specific parts are not slices of a task
+    # axis counts itself.
+    return int(cls.param_count(params, task_mask, outputs_per_task))
   per_output = getattr(cls, "output_params", ())
   total = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
@@ -270,6 +262,9 @@ def matched_stl_width(model_cfg: Any, image_shape, num_tasks) -> int:
   return best
 
 
-# The one architecture so far: hard parameter sharing (everything shared,
-# one head per task). More arrive as one file + one line each.
+# Hard parameter sharing (everything shared, one head per task). The other
+# architectures register themselves in their own modules, imported here
+# because this is registry.ARCHITECTURES' built-ins module.
 registry.ARCHITECTURES.register("hps", MultiTaskNet)
+
+from mtljax.models import cgc, cross_stitch, mmoe, mtan, share_k  # noqa: E402,F401,I001

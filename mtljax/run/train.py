@@ -40,7 +40,6 @@ from mtljax import config as config_lib
 from mtljax import data as data_lib
 from mtljax import models
 from mtljax.run import evaluate
-from mtljax.core import method_step
 from mtljax.core import parallel
 from mtljax.run import preflight
 from mtljax.run import results as results_lib
@@ -85,7 +84,7 @@ class _Program:
         prog.model_cfg, spec.image_shape, spec.tasks, seeds,
         prog.num_groups)
     self.rep = parallel.replicated(mesh)
-    method = method_step.method_spec(config) if prog.uses_method else None
+    method = prog.method if prog.uses_method else None
     self.state = jax.device_put(
         state_lib.init_state(params, model_state, tx, method,
                              len(spec.tasks)), self.rep)
