@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """mtljax benchmarks: throughput, efficiency, runs per compile, ...
 
-    python scripts/bench.py                        # everything (~9 min, 2 cores)
+    python scripts/bench.py                        # everything (~25 min, 2 cores)
     python scripts/bench.py --smoke --out /tmp/b.json  # tiny sizes, for CI
     python scripts/bench.py --only b1,b2,b2b       # some sections
     python scripts/bench.py --reproduce-times      # + `python -m mtljax reproduce`
@@ -27,6 +27,10 @@ is in scripts/benchlib/, this file is the command line):
        splits on a celeb_a-sized mock (162,770 x 64x64x3), in a worker.
   opt  what the optimizations buy: each one switched off, side by side
        with it switched on (custom matmul and convolution backward passes).
+  methods  every MTL method's step (loss weightings, gradient aggregators
+       on parameter and on representation gradients) against equal
+       weighting's, interleaved, for the CNN and the MLP at T = 4 and 10
+       (~15 min on 2 cores; `--only methods`).
 
 Timing. Every number is a median over rounds, after warm-up. Variants that
 are compared with each other are measured interleaved, round-robin, in one
@@ -58,6 +62,7 @@ from benchlib.common import (
     environment, err_text, FULL, load_average, SECTIONS, SMOKE)
 from benchlib.data import section_b8, worker_b8
 from benchlib.mlp import section_b1, section_b2, section_b2b
+from benchlib.methods import section_methods
 from benchlib.runs import (
     section_b3, section_b4, section_b5, section_b6, worker_b5)
 from benchlib.study import (
@@ -69,7 +74,7 @@ from benchlib.table import table
 _SECTION_FNS = {"b1": section_b1, "b2": section_b2, "b2b": section_b2b,
                 "b3": section_b3, "b4": section_b4, "b5": section_b5,
                 "b6": section_b6, "b7": section_b7, "b8": section_b8,
-                "opt": section_opt}
+                "opt": section_opt, "methods": section_methods}
 
 
 def _worker_main(args, cfg) -> None:

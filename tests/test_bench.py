@@ -12,7 +12,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "b8", "opt")
+SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "b8", "opt",
+            "methods")
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +68,19 @@ def test_sections_have_their_fields(smoke):
   assert b8["peak_rss_mb"] > 0 and b8["streaming"] is True
   assert b8["image_shape"] == [64, 64, 3]
   assert {"pipeline", "batches", "eval"} <= set(b8["rss_mb"])
+  m = res["methods"]
+  assert m["cells"] and not m["failed"]
+  for cell in m["cells"].values():
+    rows = cell["rows"]
+    assert {"EW", "EW (again)"} <= set(rows) and len(rows) > 2
+    assert all(r["step_ms"] > 0 and r["ratio"] > 0 for r in rows.values())
+    # Every method row is judged against its goal (met or not).
+    assert all(r["met"] is not None for r in rows.values()
+               if r["kind"] != "ew")
 
 
 def test_prints_a_table(smoke):
   _, stdout = smoke
   assert "B1 step throughput" in stdout and "B7 study" in stdout
   assert "B8 input pipeline memory" in stdout
+  assert "methods: each MTL method's step against EW's" in stdout

@@ -189,6 +189,22 @@ def _unravel(vec, like, flags):
   return out
 
 
+def _jacobian(vjp: Callable, eye):
+  """The VJP at each one-hot cotangent, stacked: [T, ...] per leaf.
+
+  A Python loop of T VJPs (one forward pass, T backward passes), not
+  `jax.vmap(vjp)(eye)` (jacrev): under jit of the runs' nested vmap, the
+  vmapped VJP returned wrong values, sometimes NaN, on XLA:CPU (jax 0.10.2)
+  whenever the loss carried a factor computed from the mask (per_task's
+  1/T', the drop policy's rescale), while the same function unjitted, or
+  without the runs' vmap, was right. The loop is exact everywhere
+  (tests/test_step_methods.py compares the vmapped runs with the unrolled
+  ones and with jax.jacrev of one run).
+  """
+  rows = [vjp(eye[t]) for t in range(eye.shape[0])]
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *rows)
+
+
 def make_run_grads(graphdef, *, normalize: str, tasks, method: MethodSpec,
                    plain_grads: Callable) -> tuple[Callable, Callable | None]:
   """ONE run's gradients with the method, and its after-step update.
@@ -242,11 +258,9 @@ def make_run_grads(graphdef, *, normalize: str, tasks, method: MethodSpec,
     return weight.shape[0] / jnp.maximum(weight.sum(), 1.0)
 
   def raw_terms_of(outputs, labels, mask, weight, spec):
-    # For the per-task Jacobians: the terms WITHOUT the (parameter-free)
-    # rescale, which multiplies the Jacobian's rows afterwards. Inside the
-    # differentiated function, a factor that depends on both a run's spec
-    # (its missing policy) and its seed's batch made jit(vmap(vmap(vjp)))
-    # return garbage on XLA:CPU (jax 0.10.2); outside it is exact.
+    # For the per-task Jacobians: the terms without the (parameter-free)
+    # rescale, which multiplies the Jacobian's rows afterwards (fewer ops
+    # inside the T backward passes; see also _jacobian).
     terms, per_task = terms_of(outputs, labels, mask, jnp.ones_like(weight),
                                spec)
     return terms, per_task
@@ -288,7 +302,7 @@ def make_run_grads(graphdef, *, normalize: str, tasks, method: MethodSpec,
         terms, per_task = raw_terms_of(out, labels, mask, weight, spec)
         return terms, (per_task, new_ms)
       terms, vjp, (per_task, new_ms) = jax.vjp(terms_fn, params, has_aux=True)
-      (jac,) = jax.vmap(vjp)(eye)                     # leaves [T, ...]
+      (jac,) = _jacobian(vjp, eye)                    # leaves [T, ...]
       factor = rescale(weight)
       terms = terms * factor
       jac = jax.tree.map(lambda j: j * factor, jac)
@@ -324,7 +338,7 @@ def make_run_grads(graphdef, *, normalize: str, tasks, method: MethodSpec,
                        nnx.to_pure_dict(nnx.split(net, nnx.Param, ...)[2]))
       terms, dec_vjp, (per_task, new_ms) = jax.vjp(decode_terms, own, r,
                                                    has_aux=True)
-      jac_own, jac_r = jax.vmap(dec_vjp)(eye)         # [T, ...], [T, *r]
+      jac_own, jac_r = _jacobian(dec_vjp, eye)        # [T, ...], [T, *r]
       factor = rescale(weight)
       terms = terms * factor
       jac_own = [j * factor for j in jac_own]

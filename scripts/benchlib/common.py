@@ -18,7 +18,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 BENCH_SCRIPT = os.path.join(REPO, "scripts", "bench.py")  # workers run it
 
-SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "b8", "opt")
+SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "b8", "opt",
+            "methods")
 
 # Sizes. "full" is what docs/PERFORMANCE.md reports; "smoke" only checks that
 # every code path runs (its numbers mean nothing).
@@ -47,6 +48,18 @@ FULL = dict(
     # b8: a celeb_a-sized mock (64x64x3), 3 seeds x 256, streamed.
     b8_train=162770, b8_eval=(19867, 19962), b8_batch=256, b8_batches=50,
     b8_warmup=5, b8_chunk=1024, b8_in_memory="auto",
+    # methods: every MTL method's step against EW's, one MTL run. E7's
+    # network and batch (CNN width 8, depth 3, batch 32, loss.normalize
+    # "per_task"); an MLP of width 64 beside it.
+    methods_models={"cnn": (8, 3), "mlp": (64, 3)},  # encoder: (width, depth)
+    methods_image=(32, 32, 3), methods_batch=32,
+    methods_cells=(("cnn", 4), ("cnn", 10), ("mlp", 4), ("mlp", 10)),
+    methods_rounds=5, methods_target_s=0.15,
+    methods_select=None,  # None: every registered method
+    # 4 cells x 32 steps of seconds of XLA compile each, one core per
+    # compile: two at a time on 2 free cores about halve the section's
+    # largest part (1: each row's compile time alone, and a longer run).
+    methods_compile_threads=2,
 )
 SMOKE = dict(
     rounds=2, target_s=0.01,
@@ -64,6 +77,15 @@ SMOKE = dict(
     opt_mlp_runs=2, opt_cnn_runs=2, opt_rounds=2,
     b8_train=2000, b8_eval=(300, 300), b8_batch=64, b8_batches=4,
     b8_warmup=1, b8_chunk=128, b8_in_memory="never",
+    methods_models={"cnn": (2, 2), "mlp": (8, 2)},
+    methods_image=(8, 8, 3), methods_batch=8,
+    methods_cells=(("mlp", 2), ("cnn", 3)),  # compiles dominate: 2 cells
+    methods_rounds=2, methods_target_s=0.01,
+    # One path of each kind: a weighting (with an after-step hook), an
+    # aggregator on parameter and on representation gradients.
+    methods_select={"weightings": ("famo",), "aggregators": ("pcgrad",),
+                    "rep_grad": ("pcgrad",)},
+    methods_compile_threads=1,
 )
 
 
@@ -85,7 +107,9 @@ def interleaved(fns: dict, *, rounds: int, target_s: float) -> dict:
     target_s: wall time one round of one variant aims for.
 
   Returns:
-    {name: {"median_s", "min_s", "iters", "rounds"}}, seconds per iteration.
+    {name: {"median_s", "min_s", "iters", "rounds", "round_s"}}, seconds
+    per iteration; round_s[r] is round r's (variants compared round by round
+    saw the same load).
   """
   iters = {}
   for name, fn in fns.items():
@@ -104,7 +128,7 @@ def interleaved(fns: dict, *, rounds: int, target_s: float) -> dict:
       fns[name](iters[name])
       times[name].append((time.perf_counter() - t0) / iters[name])
   return {name: {"median_s": median_of(ts), "min_s": min(ts),
-                 "iters": iters[name], "rounds": len(ts)}
+                 "iters": iters[name], "rounds": len(ts), "round_s": ts}
           for name, ts in times.items()}
 
 
@@ -179,14 +203,26 @@ def fake_batch(seed, s, b, image_shape, t, p_obs=0.8):
 class JaxSetup:
   """One compiled mtljax step with its state, specs and a device batch.
 
+  Args (beyond the model's sizes):
+    normalize: loss.normalize of the step ("per_example": the classic
+      bench step).
+    method: None (the classic step), or config.method fields, e.g.
+      {"aggregator": "pcgrad", "rep_grad": True}; the step is then the one
+      of the program that the method applies to (its multi-task groups).
+    init: (graphdef, params, model_state) of state_lib.init_params for the
+      same model, tasks, seeds and groups, to skip its compile when many
+      steps of one model are built; copied (the step donates its state).
+
   Attributes:
-    step, state, specs, batch, mesh, graphdef, tx, num_runs.
+    step, state, specs, batch, mesh, graphdef, tx, num_runs, prog.
   """
 
   def __init__(self, *, encoder, width, depth, image_shape, tasks, batch,
                seeds=(0,), modes=("mtl",), dtype="float32", run_map="vmap",
-               donate=True, num_devices=None, lrs=(1e-3,)):
+               donate=True, num_devices=None, lrs=(1e-3,),
+               normalize="per_example", method=None, init=None):
     import jax  # pylint: disable=g-import-not-at-top
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
     from mtljax.core import parallel, runs  # pylint: disable=g-import-not-at-top
     from mtljax.core import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -195,20 +231,41 @@ class JaxSetup:
     cfg.model.encoder, cfg.model.width, cfg.model.depth = encoder, width, depth
     cfg.model.dtype = dtype
     cfg.modes, cfg.optimizer.learning_rates = tuple(modes), tuple(lrs)
-    prog = runs.build_programs(cfg, image_shape, tasks)[0]
+    cfg.loss.normalize = normalize
+    if method:
+      for key, value in method.items():
+        cfg.method[key] = value
+      # Unknown names and hyperparameters fail here, with the config's
+      # own message, not deep inside the step's tracing.
+      cfg = config_lib.validate(cfg)
+    progs = runs.build_programs(cfg, image_shape, tasks)
+    # With a method, single-task groups keep the classic step in a program
+    # of their own; the method's program is the one to time.
+    prog = (next((p for p in progs if p.uses_method), None) if method
+            else progs[0])
+    if prog is None:
+      raise ValueError(f"method {method!r} is not active (static weighting, "
+                       "no aggregator): it is the classic step, method=None")
+    spec = prog.method if method else None
+    self.prog = prog
     self.tx = step_lib.make_optimizer(cfg.optimizer, 1000)
-    self.graphdef, params, model_state = state_lib.init_params(
-        cfg.model, image_shape, tasks, list(seeds), prog.num_groups)
+    if init is None:
+      self.graphdef, params, model_state = state_lib.init_params(
+          cfg.model, image_shape, tasks, list(seeds), prog.num_groups)
+    else:
+      self.graphdef = init[0]
+      params, model_state = jax.tree.map(jnp.copy, tuple(init[1:]))
     self.mesh = parallel.make_mesh(num_devices)
     rep = parallel.replicated(self.mesh)
     self.state = jax.device_put(
-        state_lib.init_state(params, model_state, self.tx), rep)
+        state_lib.init_state(params, model_state, self.tx, spec, tasks),
+        rep)
     self.specs = jax.device_put(prog.specs(list(seeds)), rep)
     self.batch = parallel.global_batch(
         fake_batch(0, len(seeds), batch, image_shape, tasks), self.mesh)
     self.step = step_lib.make_train_step(
-        self.graphdef, self.tx, normalize="per_example", mesh=self.mesh,
-        donate=donate, run_map=run_map)
+        self.graphdef, self.tx, normalize=normalize, mesh=self.mesh,
+        donate=donate, run_map=run_map, method=spec)
     self.num_runs = len(seeds) * prog.num_groups
     self.metrics = None
 

@@ -176,6 +176,42 @@ def table(res) -> str:
         f"{b['eval_held_in_memory']}), {b['eval_pass_streamed_s']:.1f} s "
         "streamed")
     add("")
+  if "methods" in res:
+    b = res["methods"]
+    add(f"methods: each MTL method's step against EW's, interleaved — "
+        f"{b['program']}")
+    add("  x EW: median over rounds of the row's time / EW's in the same "
+        "round; EW (again): EW's step timed twice per round (noise floor); "
+        "vs params: the same per round against the aggregator on parameter "
+        "gradients; compile s: trace + XLA compile")
+    for cell_name, c in b["cells"].items():
+      if "error" in c:
+        add(f"  {cell_name} FAILED: {c['error']}")
+        continue
+      la = c["load_average"]
+      add(f"  {cell_name} — {c['encoder'].upper()} width {c['width']} depth "
+          f"{c['depth']}, run map {c['run_map']}; load average "
+          f"{la[0][0] if la[0] else '-'} -> {la[1][0] if la[1] else '-'}; "
+          f"compile {c['compile_wall_s']:.0f} s "
+          f"({c['compile_threads']} at a time), timing "
+          f"{c['timing_wall_s']:.0f} s")
+      add("| method | kind | step ms | x EW | vs params | compile s | goal "
+          "| met |")
+      add("|---|---|---:|---:|---:|---:|---|---|")
+      for name, r in c["rows"].items():
+        if "error" in r:
+          add(f"| {name} | {r['kind']} | - | - | - | - | {r['goal']} | "
+              f"FAILED: {r['error']} |")
+          continue
+        comp = (r["lower_s"] + r["compile_s"]) if "compile_s" in r else None
+        met = {None: "", True: "met", False: "NOT MET"}[r["met"]]
+        add(f"| {name} | {r['kind']} | {_fmt(r['step_ms'])} | "
+            f"{_fmt(r['ratio'])} | {_fmt(r.get('vs_params'))} | "
+            f"{_fmt(comp, '.1f')} | {r['goal']} | {met} |")
+    add(f"  goals met {b['met']}, not met {b['not_met']}"
+        + (f"; failed: {', '.join(b['failed'])}" if b["failed"] else "")
+        + f"; {b['wall_s']:.0f} s")
+    add("")
   for name, e in res.get("errors", {}).items():
     add(f"{name.upper()} FAILED: {e}")
   return "\n".join(lines)
