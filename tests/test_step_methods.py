@@ -199,3 +199,26 @@ def test_rep_grad_refused_without_a_shared_representation():
   with pytest.raises(config_lib.ConfigError, match="no single shared "
                      "representation"):
     runs.build_programs(config_lib.validate(cfg), (8, 8, 1), 4)
+
+
+def test_method_arm_grid_is_one_program_with_per_run_values():
+  cfg = config_lib.default_config()
+  cfg.optimizer.learning_rates = (1e-3, 3e-3)
+  cfg.method_arms = (("cagrad", {"aggregator": "cagrad",
+                                 "aggregator_hparams": {"c": (0.2, 0.8)}}),
+                     ("uw", {"weighting": "uw"}))
+  progs = {p.name: p for p in runs.build_programs(config_lib.validate(cfg),
+                                                  (8, 8, 1), 4)}
+  assert set(progs) == {"w16", "w16_cagrad", "w16_uw"}
+  grid = progs["w16_cagrad"]
+  assert [(g.arm, g.learning_rate) for g in grid.groups] == [
+      ("cagrad_c0.2", 1e-3), ("cagrad_c0.2", 3e-3), ("cagrad_c0.8", 1e-3),
+      ("cagrad_c0.8", 3e-3)]
+  c = grid.specs([0, 1])["method"]["aggregator"]["c"]
+  np.testing.assert_allclose(c, [[0.2, 0.2, 0.8, 0.8]] * 2)
+  assert progs["w16_uw"].method.weighting == "uw"
+  with pytest.raises(config_lib.ConfigError, match="a grid is a non-empty "
+                     "tuple of floats"):
+    cfg.method_arms = (("bad", {"aggregator": "cagrad",
+                                "aggregator_hparams": {"iters": (10, 20)}}),)
+    config_lib.validate(cfg)

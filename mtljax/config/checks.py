@@ -17,6 +17,8 @@ takes; it is exported as `mtljax.config.tfds_options`.
 
 from __future__ import annotations
 
+import itertools
+
 import difflib
 from typing import Any
 
@@ -94,10 +96,40 @@ def _check_method_arms(cfg) -> None:
       if key not in METHOD_FIELDS:
         raise ConfigError(f"config.method_arms[{name!r}]: {key!r} is not a "
                           f"method field; fields: {', '.join(METHOD_FIELDS)}")
+    for field in ("weighting_hparams", "aggregator_hparams"):
+      for key, value in dict(fields.get(field, {})).items():
+        if isinstance(value, (tuple, list)) and not (
+            value and all(isinstance(v, float) for v in value)):
+          raise ConfigError(
+              f"config.method_arms[{name!r}]: {field}.{key}={value!r}: a grid "
+              "is a non-empty tuple of floats (per-run values; an int, bool "
+              "or string changes the compiled program and cannot be a grid)")
     try:
-      _check_method(cfg, method_config(cfg, fields))
+      _check_method(cfg, method_config(cfg, first_of_grids(fields)))
     except ConfigError as e:
       raise ConfigError(f"config.method_arms[{name!r}]: {e}") from None
+
+
+def first_of_grids(fields: dict) -> dict:
+  """A method arm's fields with each hyperparameter grid at its first value."""
+  out = dict(fields)
+  for field in ("weighting_hparams", "aggregator_hparams"):
+    if field in out:
+      out[field] = {k: (v[0] if isinstance(v, (tuple, list)) else v)
+                    for k, v in dict(out[field]).items()}
+  return out
+
+
+def hparam_grid(fields: dict) -> list[tuple]:
+  """[((kind, name, value), ...)] per point of a method arm's grids ([()]
+  without one); kind is "weighting" or "aggregator"."""
+  axes = []
+  for field in ("weighting_hparams", "aggregator_hparams"):
+    kind = field.split("_")[0]
+    for k, v in sorted(dict(fields.get(field, {})).items()):
+      if isinstance(v, (tuple, list)):
+        axes.append([(kind, k, float(x)) for x in v])
+  return [tuple(p) for p in itertools.product(*axes)] if axes else [()]
 
 
 def _check_method(cfg, m=None) -> None:

@@ -129,7 +129,9 @@ def default_config() -> ml_collections.ConfigDict:
   # More MTL arms, one per method, trained side by side with the others and
   # paired with them by seed: (("pcgrad", {"aggregator": "pcgrad"}),
   # ("uw", {"weighting": "uw"})) adds arms "pcgrad" and "uw", each one
-  # network on all tasks with that method (fields as in config.method).
+  # network on all tasks with that method (fields as in config.method). A
+  # tuple of floats is a grid: {"aggregator_hparams": {"c": (0.2, 0.8)}}
+  # gives arms "cagrad_c0.2" and "cagrad_c0.8" in one compiled program.
   c.method_arms = ()
 
   c.optimizer = ml_collections.ConfigDict()

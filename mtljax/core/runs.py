@@ -26,6 +26,7 @@ import numpy as np
 from mtljax import models
 from mtljax import config as config_lib
 from mtljax.config import ConfigError
+from mtljax.config import checks as config_checks
 
 # Order defines the integer code a run's spec carries (see step.py).
 MISSING_POLICIES = config_lib.MISSING_POLICIES
@@ -49,6 +50,9 @@ class Group:
   task_mask: tuple
   learning_rate: float
   missing_policy: str = "mask"
+  # This run's own method hyperparameters, (kind, name, value) triples that
+  # override the program's (a point of a method arm's grid).
+  hparams: tuple = ()
 
   @property
   def tasks(self) -> list[int]:
@@ -107,9 +111,16 @@ class Program:
       out["task_weights"] = np.broadcast_to(
           np.asarray(self.task_weights, np.float32),
           (s, g, len(self.task_weights))).copy()
+    # Per run: the program's value, or the run's own (a grid point).
+    values = {(kind, name): [value] * g
+              for kind, name, value in self.method_hparams}
+    for j, gr in enumerate(self.groups):
+      for kind, name, value in gr.hparams:
+        values.setdefault((kind, name), [value] * g)[j] = value
     hparams: dict = {}
-    for kind, name, value in self.method_hparams:
-      hparams.setdefault(kind, {})[name] = np.full((s, g), value, np.float32)
+    for (kind, name), vals in values.items():
+      hparams.setdefault(kind, {})[name] = np.broadcast_to(
+          np.asarray(vals, np.float32), (s, g)).copy()
     if hparams:
       out["method"] = hparams
     return out
@@ -181,7 +192,8 @@ def build_programs(config: Any, image_shape, num_tasks: int,
   main = method_step.method_spec(config) if "method" in config else None
   arch = config.model.get("arch", "hps")
   for name, m in [("config.method", main)] + [
-      (f"config.method_arms[{n!r}]", method_step.method_spec(config, o))
+      (f"config.method_arms[{n!r}]", method_step.method_spec(
+          config, config_checks.first_of_grids(o)))
       for n, o in config.get("method_arms", ())]:
     _check_rep_grad(name, m, arch)
   programs = []
@@ -201,10 +213,19 @@ def build_programs(config: Any, image_shape, num_tasks: int,
                          m.hparams if m else (), m)
                  for name, gs, m in parts if gs]
   for name, overrides in config.get("method_arms", ()):
-    m = method_step.method_spec(config, overrides)
+    m = method_step.method_spec(config,
+                                config_checks.first_of_grids(overrides))
     model_cfg = config.model.copy_and_resolve_references()
-    groups = _groups(name + config.arm_suffix, [tuple(range(num_tasks))],
-                     num_tasks, lrs, policies)
+    groups = []
+    # A hyperparameter grid: one arm per point, all in this one program
+    # (the values are per-run), like the learning-rate grid.
+    points = config_checks.hparam_grid(overrides)
+    for point in points:
+      arm = name if len(points) == 1 else name + "_" + "_".join(
+          f"{k}{v:g}" for _, k, v in point)
+      groups += [dataclasses.replace(gr, hparams=point) for gr in _groups(
+          arm + config.arm_suffix, [tuple(range(num_tasks))], num_tasks, lrs,
+          policies)]
     programs.append(Program(f"w{model_cfg.width}_{name}", model_cfg,
                             tuple(groups), task_weights,
                             m.hparams if m.active else (),
