@@ -471,3 +471,19 @@ def test_famo_is_o1_in_tasks():
           yield from sizes(sub)
 
   assert max(sizes(jaxpr.jaxpr)) <= T
+
+
+def test_uw_and_imtl_l_are_one_method_under_s_to_minus_s():
+  # LibMTL's UW, e^-s L + s, is IMTL-L's e^s L - s with s -> -s; Adam is
+  # odd-symmetric and both start at 0, so their weights agree at every step
+  # (docs/METHODS.md; E7's uw and imtl_l arms train identically).
+  uw = registry.WEIGHTINGS.get("uw")
+  im = registry.WEIGHTINGS.get("imtl_l")
+  su, si = uw.init(3), im.init(3)
+  rng = np.random.default_rng(0)
+  mask = jnp.array([True, True, False])
+  for k in range(20):
+    losses = jnp.asarray(rng.uniform(0.1, 3.0, 3), jnp.float32)
+    wu, su = uw.update(losses, su, mask=mask, step=k, key=None, lr=1e-2)
+    wi, si = im.update(losses, si, mask=mask, step=k, key=None, lr=1e-2)
+    np.testing.assert_array_equal(np.asarray(wu), np.asarray(wi))

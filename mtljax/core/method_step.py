@@ -29,9 +29,11 @@ run's group, has loss_t = 0 and zero gradient, and the methods get a [T]
     task) then holds for the representation's gradient, not the
     parameters'.
 
-A run whose step has at most one present task (every STL run, always) takes
-the classic step's computation, bit for bit: a method changes nothing for a
-single task, and a test proves it.
+STL runs never see a method: single-task groups train in a program of their
+own with the classic step (core/runs.build_programs), bit for bit. Inside a
+method's program, a step with at most one present task takes the classic
+computation under "scan"/"unroll" (a cond) and, under "vmap", the
+aggregator of one task, which is that task's gradient (to rounding).
 
 The method's state lives in the optimizer state, {"tx": ..., "method": ...},
 so that the non-finite guard, checkpoints and resume treat it like Adam's
@@ -41,6 +43,7 @@ moments.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -359,13 +362,24 @@ def make_run_grads(graphdef, *, normalize: str, tasks, method: MethodSpec,
     return (grads, new_ms, opt_state["method"], metrics["loss"],
             metrics["task_loss"])
 
-  def run_grads(params, opt_state, model_state, spec, batch, step):
-    """-> (grads, new_model_state, new_method_state, metrics)."""
-    _, mask, _ = prepare(spec, batch)
-    single = mask.any(axis=0).sum() <= 1
-    grads, new_ms, new_mstate, loss, per_task = jax.lax.cond(
-        single, plain, method_grads, params, opt_state, model_state, spec,
-        batch, step)
+  def run_grads(params, opt_state, model_state, spec, batch, step,
+                guard_single: bool = True):
+    """-> (grads, new_model_state, new_method_state, metrics).
+
+    guard_single: take the classic computation when at most one task is
+    present (a cond). Under vmap a cond computes both branches, so the
+    vmapped step leaves it out: every aggregator returns the one present
+    task's gradient anyway (to rounding; tests/test_methods_masked.py).
+    """
+    if not guard_single:
+      grads, new_ms, new_mstate, loss, per_task = method_grads(
+          params, opt_state, model_state, spec, batch, step)
+    else:
+      _, mask, _ = prepare(spec, batch)
+      single = mask.any(axis=0).sum() <= 1
+      grads, new_ms, new_mstate, loss, per_task = jax.lax.cond(
+          single, plain, method_grads, params, opt_state, model_state, spec,
+          batch, step)
     sq = sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
              for g in jax.tree.leaves(grads))
     ok = jnp.isfinite(loss) & jnp.isfinite(sq)
@@ -425,7 +439,8 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh, donate: bool,
         params, opt_state, grads, new_ms, new_mstate)
     return params, opt_state, model_state, metrics
 
-  grads_fn = map_runs(run_grads, "vmap", kinds)
+  grads_fn = map_runs(functools.partial(run_grads, guard_single=False),
+                      "vmap", kinds)
   update_fn = map_runs(run_update, "vmap", (RUN, RUN, RUN, RUN))
   after_fn = (None if run_after is None else
               map_runs(run_after, "vmap", kinds))
