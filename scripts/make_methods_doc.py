@@ -150,6 +150,23 @@ def dataset_section(workdir: str, out_dir: str) -> tuple[str, dict]:
       f"EW's test score is {ew:.3f} against a floor (chance) of {floor:.3f} and a "
       f"ceiling of 1: {'off both, so a null result here counts' if off else 'NOT off its floor and ceiling, so a null result here tells nothing'}."
       + (f" STL reaches {stl:.3f}." if stl is not None else ""))
+  half = [(comps[a]["mean"]["hi"] - comps[a]["mean"]["lo"]) / 2
+           for a in methods if comps.get(a, {}).get("mean", {}).get("hi")
+           is not None]
+  if half:
+    md.append(
+        f"Resolution: the median 95% CI half-width of a paired difference "
+        f"against EW is {float(np.median(half)):.3f}; smaller differences "
+        "cannot be told apart at this budget.")
+  seeds = arms["mtl"]["test"]["mean"].get("values", [])
+  # Descriptive only (not a verdict rule): seeds that barely left chance.
+  low = [i for i, v in enumerate(seeds) if v < floor + 2 * FLOOR_MARGIN]
+  if low:
+    md.append(
+        f"EW's seed(s) at index {', '.join(map(str, low))} ended within "
+        f"{2 * FLOOR_MARGIN:g} of chance (test {', '.join(f'{seeds[i]:.3f}' for i in low)}): "
+        "a run that failed to learn at the chosen rate; it is kept (paired "
+        "seeds, no exclusion after the fact) and it widens every interval.")
   md.append("")
   shutil.copy(os.path.join(workdir, "results.json"),
               os.path.join(out_dir, f"{name.replace('/', '_')}_results.json"))
