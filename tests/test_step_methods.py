@@ -223,3 +223,37 @@ def test_method_arm_grid_is_one_program_with_per_run_values():
     cfg.method_arms = (("bad", {"aggregator": "cagrad",
                                 "aggregator_hparams": {"iters": (10, 20)}}),)
     config_lib.validate(cfg)
+
+
+def test_stl_runs_are_bit_identical_with_and_without_a_method():
+  # With a method, the STL groups train in the classic program: the same
+  # step as a config without the method, bit for bit.
+  from mtljax.core import parallel  # pylint: disable=g-import-not-at-top
+  from mtljax.core import state as state_lib  # pylint: disable=g-import-not-at-top
+  from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
+  from tests.helpers import tiny_model_cfg  # pylint: disable=g-import-not-at-top
+
+  def stl_params(method):
+    cfg = config_lib.default_config()
+    cfg.model = tiny_model_cfg()
+    cfg.modes = ("mtl", "stl")
+    if method:
+      cfg.method.aggregator = "pcgrad"
+    cfg = config_lib.validate(cfg)
+    prog = runs.build_programs(cfg, SHAPE, 4)[0]
+    if method:  # the first program holds the STL groups only
+      assert all(len(g.tasks) == 1 for g in prog.groups)
+    tx = step_lib.make_optimizer(cfg.optimizer, 10)
+    graphdef, params, ms = state_lib.init_params(cfg.model, SHAPE, 4, [0, 1],
+                                                 prog.num_groups)
+    mesh = parallel.make_mesh(1)
+    fn = step_lib.make_train_step(graphdef, tx, normalize="per_example",
+                                  mesh=mesh, donate=False)
+    state, _ = train_steps(fn, state_lib.init_state(params, ms, tx),
+                           prog.specs([0, 1]), BATCHES, mesh)
+    stl = [g for g, gr in enumerate(prog.groups) if gr.arm == "stl"]
+    return jax.tree.map(lambda x: np.asarray(x)[:, stl], state.params)
+
+  for a, b in zip(jax.tree.leaves(stl_params(False)),
+                  jax.tree.leaves(stl_params(True))):
+    np.testing.assert_array_equal(a, b)
