@@ -74,6 +74,23 @@ def test_interrupted_and_resumed_equals_uninterrupted(smoke_data_dir, tmp_path,
       for l in open(tmp_path / "resumed" / "metrics.jsonl")))
 
 
+def test_methods_state_resumes_exactly(smoke_data_dir, tmp_path, monkeypatch):
+  # Stateful methods (UW's log-variances and Adam moments, GradVac's EMA
+  # targets) live in opt_state: an interrupted run resumes bit for bit.
+  cfg = smoke_config("modes=('mtl',)", "num_seeds=1", "train.steps=6",
+                     "train.eval_every=2", "train.checkpoint_every=2")
+  cfg.method_arms = (("uw", {"weighting": "uw"}),
+                     ("gradvac", {"aggregator": "gradvac"}))
+  cfg = config_lib.validate(cfg)
+  full = train.train_and_evaluate(cfg, str(tmp_path / "full"))
+  with pytest.raises(helpers.Stop), helpers.interrupted_at(monkeypatch, 5):
+    train.train_and_evaluate(cfg, str(tmp_path / "resumed"))
+  resumed = train.train_and_evaluate(cfg, str(tmp_path / "resumed"))
+  assert {r["arm"] for r in full["runs"]} == {"mtl", "uw", "gradvac"}
+  assert json.dumps(full["runs"], sort_keys=True) == json.dumps(
+      resumed["runs"], sort_keys=True)
+
+
 def test_vmapped_seeds_equal_seeds_run_one_by_one(smoke_data_dir, tmp_path):
   together = train.train_and_evaluate(smoke_config("num_seeds=2"),
                                       str(tmp_path / "both"))
