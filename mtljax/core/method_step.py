@@ -54,7 +54,6 @@ import numpy as np
 from flax import nnx
 
 from mtljax import registry
-from mtljax.core import parallel
 from mtljax.core import run_map as run_map_lib
 from mtljax.core.method_parts import (  # noqa: F401 (re-exported)
     _METHOD_STREAM, MethodSpec, _aggregator, _jacobian, _ravel_rows,
@@ -327,11 +326,7 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh, donate: bool,
                          opt_state=opt_state,
                          model_state=model_state), metrics
 
-  rep = parallel.replicated(mesh)
-  data = parallel.batch_sharding(mesh, example_axis=1)
-  return jax.jit(step_fn, in_shardings=(rep, rep, data),
-                 out_shardings=(rep, rep),
-                 donate_argnums=(0,) if donate else ())
+  return step_lib.jit_step(step_fn, mesh, donate)
 
 
 def init_opt_state(tx, params, method: MethodSpec, num_tasks: int):

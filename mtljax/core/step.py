@@ -272,6 +272,12 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
                          opt_state=opt_state,
                          model_state=model_state), metrics
 
+  return jit_step(step_fn, mesh, donate)
+
+
+def jit_step(step_fn: Callable, mesh: Mesh, donate: bool) -> Callable:
+  """jit of `step(state, specs, batch)`: the batch split over "data", the
+  state and specs replicated, the state donated (shared by every step)."""
   rep = parallel.replicated(mesh)
   data = parallel.batch_sharding(mesh, example_axis=1)
   return jax.jit(step_fn, in_shardings=(rep, rep, data),
