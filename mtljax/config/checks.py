@@ -250,3 +250,19 @@ def _check_partitions(cfg) -> None:
     if dup:
       raise ConfigError(f"config.partitions[{name!r}]: task {dup[0]} is in "
                         "two groups; an arm is a partition of the tasks")
+
+
+def _check_grouping(cfg) -> None:
+  """config.grouping: budgets > 0; TAG's affinity needs an MTL arm."""
+  g = cfg.grouping
+  for field in ("param_budgets", "flop_budgets"):
+    bad = [b for b in g[field] if not isinstance(b, (int, float))
+           or isinstance(b, bool) or b <= 0]
+    if bad:
+      raise ConfigError(f"config.grouping.{field} must hold numbers > 0; got "
+                        f"{tuple(g[field])!r}")
+  if g.affinity_every and "mtl" not in cfg.modes:
+    raise ConfigError(
+        f"config.grouping.affinity_every={g.affinity_every} measures the MTL "
+        "runs' task affinity, but config.modes="
+        f"{tuple(cfg.modes)!r} has no 'mtl' arm")

@@ -22,6 +22,7 @@ import ml_collections
 from mtljax import errors
 from mtljax.config.checks import _check_method
 from mtljax.config.checks import _check_method_arms
+from mtljax.config.checks import _check_grouping
 from mtljax.config.checks import _check_partitions
 from mtljax.config.checks import _check_selection_metric
 from mtljax.config.checks import _check_tfds
@@ -134,6 +135,25 @@ def default_config() -> ml_collections.ConfigDict:
   # gives arms "cagrad_c0.2" and "cagrad_c0.8" in one compiled program.
   c.method_arms = ()
 
+  # Which tasks to learn together (docs/GROUPING.md). More task groups,
+  # trained as runs beside the arms and paired with them by seed, each its
+  # own arm "g_<task indices>": "all" is every non-empty group (2^T - 1
+  # networks; Standley et al. 2020), "pairs" every group of one or two tasks
+  # (their pairwise estimate); "": none. A group an arm already trains (MTL,
+  # STL) is not trained twice. The report's grouping section then searches
+  # the best partition by budget.
+  c.grouping = ml_collections.ConfigDict()
+  c.grouping.groups = ""
+  c.grouping.max_tasks = 5          # groups="all" is refused above this T
+  # TAG (Fifty et al. 2021): every k steps each MTL run measures the
+  # lookahead affinity Z[i->j] = 1 - L_j(after a step on task i) / L_j; 0: off.
+  c.grouping.affinity_every = 0
+  c.grouping.lookahead_lr = 0.0     # the lookahead's SGD step; 0: the run's rate
+  # Budgets of the report's partition search beside 1..T networks: total
+  # parameters, and total forward FLOPs per example, of the chosen networks.
+  c.grouping.param_budgets = ()
+  c.grouping.flop_budgets = ()
+
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"         # registry.OPTIMIZERS: "adam", "adamw", "sgd"
   c.optimizer.learning_rates = (1e-3,)  # grid, same for every mode; picked on val
@@ -190,6 +210,7 @@ _CHOICES = {
     "train.nonfinite_policy": ("halt", "skip"),
     "train.progress": ("auto", "bar", "log", "none"),
     "train.run_map": ("auto",) + RUN_MAPS,
+    "grouping.groups": ("", "all", "pairs"),
 }
 _REGISTRY_FIELDS = {
     "model.arch": "ARCHITECTURES",
@@ -211,10 +232,12 @@ OPEN_FIELDS = {
 METHOD_OPEN_FIELDS = ("method.weighting_hparams", "method.aggregator_hparams")
 _POSITIVE = ("num_seeds", "model.width", "model.depth", "train.batch_size",
              "train.steps", "train.eval_every", "train.log_every",
-             "train.checkpoint_every", "train.keep_checkpoints")
+             "train.checkpoint_every", "train.keep_checkpoints",
+             "grouping.max_tasks")
 _NON_NEGATIVE = ("seed", "num_devices", "model.head_hidden",
                  "optimizer.warmup_steps", "optimizer.weight_decay",
-                 "optimizer.grad_clip_norm", "optimizer.momentum")
+                 "optimizer.grad_clip_norm", "optimizer.momentum",
+                 "grouping.affinity_every", "grouping.lookahead_lr")
 
 
 # Fields that change how a run is displayed or kept, not what it computes: a
@@ -224,7 +247,8 @@ _NON_NEGATIVE = ("seed", "num_devices", "model.head_hidden",
 COSMETIC_FIELDS = ("name", "data.data_dir", "data.in_memory", "train.progress",
                    "train.log_every", "arm_suffix", "train.run_map",
                    "train.nonfinite_policy", "train.keep_checkpoints",
-                   "train.warn_skipped_share")
+                   "train.warn_skipped_share", "grouping.param_budgets",
+                   "grouping.flop_budgets")
 
 
 # Fields that a run fills in from its dataset (`run/preflight.resolve`).
@@ -391,6 +415,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   _check_selection_metric(out)
   _check_method(out)
   _check_method_arms(out)
+  _check_grouping(out)
   _check_tfds(out)
   for k in out.data.shuffle_tasks:
     if not isinstance(k, int) or isinstance(k, bool) or k < 0:

@@ -19,6 +19,7 @@ data order, label masks and initialisation.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any, Sequence
 
 import numpy as np
@@ -180,6 +181,7 @@ def build_programs(config: Any, image_shape, num_tasks: int,
   for name, parts in config.get("partitions", ()):
     arms.append((name + config.arm_suffix, config.model.width,
                  [tuple(p) for p in parts]))
+  arms += grouping_arms(config, num_tasks, arms)
   for arm, width, partition in arms:
     by_width.setdefault(width, []).extend(
         _groups(arm, partition, num_tasks, lrs, policies))
@@ -231,6 +233,39 @@ def build_programs(config: Any, image_shape, num_tasks: int,
                             m.hparams if m.active else (),
                             m if m.active else None))
   return programs
+
+
+def grouping_groups(kind: str, num_tasks: int) -> list[tuple[int, ...]]:
+  """The task groups of config.grouping.groups, by size then in order.
+
+  "all": every non-empty group (2^T - 1); "pairs": every group of one or
+  two tasks (T + T(T-1)/2); "": none.
+  """
+  if not kind:
+    return []
+  sizes = range(1, (num_tasks if kind == "all" else min(2, num_tasks)) + 1)
+  return [g for k in sizes for g in itertools.combinations(range(num_tasks),
+                                                           k)]
+
+
+def grouping_arm(group) -> str:
+  """The results arm of a grouping search's network: "g_0_2" for {0, 2}."""
+  return "g_" + "_".join(str(t) for t in group)
+
+
+def grouping_arms(config: Any, num_tasks: int, arms) -> list[tuple]:
+  """(arm, width, partition) of each grouping network the arms lack.
+
+  A group that an arm at the config's width already trains as one of its
+  networks (MTL's group of all tasks, STL's single tasks, a partition's
+  group) is read from that arm instead of being trained twice.
+  """
+  width = config.model.width
+  have = {tuple(sorted(p)) for _, w, partition in arms if w == width
+          for p in partition}
+  return [(grouping_arm(g) + config.arm_suffix, width, [g])
+          for g in grouping_groups(config.grouping.groups, num_tasks)
+          if g not in have]
 
 
 def _check_rep_grad(name: str, method, arch: str) -> None:

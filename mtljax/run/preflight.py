@@ -140,6 +140,13 @@ def check(config) -> data_lib.DatasetSpec:
           f"config.partitions[{name!r}]: task index {bad[0]} is out of range "
           f"for {spec.name}, whose tasks are 0..{t - 1} "
           f"({', '.join(spec.task_names)})")
+  if config.grouping.groups == "all" and t > config.grouping.max_tasks:
+    raise ConfigError(
+        f"config.grouping.groups='all' trains every one of the 2^{t} - 1 = "
+        f"{2 ** t - 1} task groups of {spec.name}, above config.grouping."
+        f"max_tasks={config.grouping.max_tasks} tasks; use groups='pairs' "
+        "(Standley's pairwise estimate) or grouping.affinity_every (TAG), or "
+        "raise grouping.max_tasks (a GPU job)")
   label_controls(config, spec)
   check_task_types(config, spec)
   # Build the network abstractly (no allocation): a component's own check

@@ -80,14 +80,17 @@ def run_warnings(skipped, finite, tc) -> list[str]:
 
 
 def run_entries(p, seeds, val, test, best_step, names, skipped, finite,
-                 tc, tasks=None) -> list[dict]:
+                 tc, tasks=None, affinity=None) -> list[dict]:
   """results.json run entries: one per (arm, seed, learning rate).
 
   An arm is a partition of the tasks into groups, one network per group:
   task t's metrics, best step and skipped-step count come from the network
   whose group holds t, and the arm's parameter count is the sum over its
   networks. One network of every task (MTL) is reported as it was
-  evaluated. `warnings` lists each network's warnings.
+  evaluated. `warnings` lists each network's warnings. `affinity`
+  ({group index: ([S, T, T] mean Z, [S] counts)}, core/affinity.Meter)
+  adds each measured MTL run's "affinity" matrix (Z[i][j], None where not
+  measured) and "affinity_measurements".
   """
   entries = []
   groups = p.prog.groups
@@ -118,4 +121,10 @@ def run_entries(p, seeds, val, test, best_step, names, skipped, finite,
           "best_step": [int(best_step[s, g]) for _, g in owner],
           "nonfinite_skipped": [int(skipped[s, g]) for _, g in owner],
           "warnings": warnings, "val": v, "test": te})
+      if affinity and mode == "mtl" and idx[0] in affinity:
+        z, n = affinity[idx[0]]
+        entries[-1]["affinity"] = [
+            [None if not np.isfinite(x) else float(x) for x in row]
+            for row in z[s]]
+        entries[-1]["affinity_measurements"] = int(n[s])
   return entries

@@ -40,6 +40,7 @@ from mtljax import config as config_lib
 from mtljax import data as data_lib
 from mtljax import models
 from mtljax.run import evaluate
+from mtljax.core import affinity as affinity_lib
 from mtljax.core import parallel
 from mtljax.run import preflight
 from mtljax.run import results as results_lib
@@ -99,6 +100,9 @@ class _Program:
         run_map=run_map, tasks=spec.tasks, method=method)
     self.eval_fn = step_lib.make_eval_fn(graphdef, mesh, run_map)
     self.update_best = jax.jit(_update_best, donate_argnums=(0,))
+    # TAG's lookahead affinity of the MTL runs (config.grouping).
+    self.affinity = affinity_lib.Meter.for_program(
+        prog, config, graphdef, mesh, spec.tasks, seeds, run_map)
     self.param_counts = runs_lib.group_param_counts(
         prog, spec.image_shape, spec.tasks)
 
@@ -267,6 +271,8 @@ def _train(config, workdir, condition, lead, spec):
       counts = meta.get("nonfinite_skipped", {}).get(p.prog.name)
       if counts is not None:
         skipped[p.prog.name] = np.asarray(counts, np.int64)
+      if p.affinity is not None:
+        p.affinity.load_json(meta["affinity"][p.prog.name])
     start = int(meta["step"])
     log.info("resuming %s from step %d", workdir, start)
   out = writers.Writers(workdir, enabled=lead, start_step=start,
@@ -291,7 +297,9 @@ def _train(config, workdir, condition, lead, spec):
     ckpt.save(step, {p.prog.name: p.state for p in programs},
               {"task_names": task_names,
                "nonfinite_skipped": {k: v.tolist()
-                                     for k, v in skipped.items()}})
+                                     for k, v in skipped.items()},
+               "affinity": {p.prog.name: p.affinity.to_json()
+                            for p in programs if p.affinity is not None}})
 
   pending: list[tuple[int, list[dict]]] = []
 
@@ -323,6 +331,8 @@ def _train(config, workdir, condition, lead, spec):
       batch = parallel.global_batch(next(batches), mesh)
       step_metrics = []
       for p in programs:
+        if p.affinity is not None:
+          p.affinity.measure(step, p.state, p.specs, batch)
         p.state, m = p.step_fn(p.state, p.specs, batch)
         step_metrics.append(m)
       pending.append((step, step_metrics))
@@ -383,7 +393,8 @@ def _train(config, workdir, condition, lead, spec):
     finite = np.isfinite(np.asarray(p.state.best_score))
     results["runs"].extend(results_lib.run_entries(
         p, seeds, val, test, best_step, task_names, skipped[p.prog.name],
-        finite, tc, tasks))
+        finite, tc, tasks,
+        p.affinity.means() if p.affinity is not None else None))
   for r in results["runs"]:
     for w in r["warnings"]:
       log.warning("arm %s, seed %d, learning rate %g: %s", r["arm"], r["seed"],
