@@ -54,6 +54,9 @@ class Group:
   # This run's own method hyperparameters, (kind, name, value) triples that
   # override the program's (a point of a method arm's grid).
   hparams: tuple = ()
+  # "grouping": a network of the grouping search (config.grouping), read by
+  # the report's grouping section rather than compared as an arm.
+  role: str = ""
 
   @property
   def tasks(self) -> list[int]:
@@ -181,9 +184,11 @@ def build_programs(config: Any, image_shape, num_tasks: int,
   for name, parts in config.get("partitions", ()):
     arms.append((name + config.arm_suffix, config.model.width,
                  [tuple(p) for p in parts]))
-  arms += grouping_arms(config, num_tasks, arms)
-  for arm, width, partition in arms:
+  searched = grouping_arms(config, num_tasks, arms)
+  for arm, width, partition in arms + searched:
+    role = "grouping" if (arm, width, partition) in searched else ""
     by_width.setdefault(width, []).extend(
+        dataclasses.replace(gr, role=role) for gr in
         _groups(arm, partition, num_tasks, lrs, policies))
   task_weights = tuple(float(w) for w in config.loss.get("task_weights", ()))
   if task_weights and len(task_weights) != num_tasks:
@@ -285,3 +290,16 @@ def group_param_counts(program: Program, image_shape, num_tasks
   """Parameter count of each group's network (heads outside it excluded)."""
   return [models.count_params(program.model_cfg, image_shape, num_tasks,
                               np.asarray(g.task_mask)) for g in program.groups]
+
+
+def group_flops(program: Program, image_shape, tasks) -> list[float]:
+  """Forward FLOPs per example of each group's network (models.
+  forward_flops), computed once per distinct group."""
+  cache: dict = {}
+  out = []
+  for g in program.groups:
+    if g.task_mask not in cache:
+      cache[g.task_mask] = models.forward_flops(
+          program.model_cfg, image_shape, tasks, np.asarray(g.task_mask))
+    out.append(cache[g.task_mask])
+  return out

@@ -237,6 +237,39 @@ def count_params(model_cfg: Any, image_shape, num_tasks,
                      outputs_per_task(num_tasks))
 
 
+def forward_flops(model_cfg: Any, image_shape, num_tasks,
+                  task_mask=None) -> float:
+  """Forward FLOPs per example of a group's network, by XLA's cost analysis.
+
+  The network is compiled for one example with only the group's outputs
+  returned, so that XLA may drop what only the other tasks need. The
+  built-in heads are one stacked product over the tasks, which XLA keeps
+  whole, so in practice this is the network's cost as mtljax runs it, the
+  other tasks' heads included (for HPS they are 2·F FLOPs each: well under
+  1%). A grouping search's FLOP budget (config.grouping.flop_budgets) sums
+  these over the chosen networks.
+
+  Args:
+    model_cfg, image_shape, num_tasks: as `count_params`.
+    task_mask: optional [T] group mask (None: every task).
+  """
+  sizes = outputs_per_task(num_tasks)
+  mask = np.ones(len(sizes)) if task_mask is None else np.asarray(task_mask)
+  start = np.cumsum((0,) + sizes)
+  cols = np.concatenate([np.arange(start[t], start[t + 1])
+                         for t in range(len(sizes)) if mask[t]])
+  gd = graphdef(model_cfg, image_shape, num_tasks)
+  _, params, model_state = nnx.split(nnx.eval_shape(
+      lambda: _build(model_cfg, image_shape, num_tasks, jax.random.key(0))),
+                                     nnx.Param, ...)
+  x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
+  fn = lambda p, s, x: apply(gd, p, s, x)[0][:, cols]
+  cost = jax.jit(fn).lower(params, model_state, x).compile().cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per device
+    cost = cost[0]
+  return float(cost.get("flops", float("nan")))
+
+
 def matched_stl_width(model_cfg: Any, image_shape, num_tasks) -> int:
   """The STL width whose T single-task networks ≈ one MTL network in size.
 

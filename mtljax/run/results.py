@@ -118,9 +118,14 @@ def run_entries(p, seeds, val, test, best_step, names, skipped, finite,
           "width": int(p.prog.model_cfg.width),
           "param_count": int(sum(p.param_counts[g] for g in idx)),
           "groups": [[names[t] for t in groups[g].tasks] for g in idx],
+          "network_param_counts": [int(p.param_counts[g]) for g in idx],
           "best_step": [int(best_step[s, g]) for _, g in owner],
           "nonfinite_skipped": [int(skipped[s, g]) for _, g in owner],
           "warnings": warnings, "val": v, "test": te})
+      if any(groups[g].role for g in idx):
+        entries[-1]["role"] = groups[idx[0]].role
+      if getattr(p, "flops", None) is not None:
+        entries[-1]["network_flops"] = [float(p.flops[g]) for g in idx]
       if affinity and mode == "mtl" and idx[0] in affinity:
         z, n = affinity[idx[0]]
         entries[-1]["affinity"] = [

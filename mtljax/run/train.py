@@ -105,6 +105,9 @@ class _Program:
         prog, config, graphdef, mesh, spec.tasks, seeds, run_map)
     self.param_counts = runs_lib.group_param_counts(
         prog, spec.image_shape, spec.tasks)
+    # A grouping search's FLOP budgets need each network's cost.
+    self.flops = (runs_lib.group_flops(prog, spec.image_shape, spec.tasks)
+                  if config.grouping.groups else None)
 
   def abstract_state(self):
     return jax.tree.map(
