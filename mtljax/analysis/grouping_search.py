@@ -1,29 +1,23 @@
 """Exact task-grouping search (Standley et al., 2020, "Which tasks should be
 learned together in multi-task learning?").
 
-Networks trained on task groups (subsets of T tasks) give each task t of a
-group g a score s[g, t] (higher is better). A selection is a set of groups
-that covers every task; groups may overlap, and a task is scored by its best
-chosen group. Its value is Σ_t max_{chosen g ∋ t} s[g, t]. `best_selection`
-finds the optimum under a network count (at most b groups) and/or a total
-cost budget (each group with a cost, e.g. its parameters or FLOPs).
+Networks trained on task groups give each task t of a group g a score
+s[g, t] (higher is better; NaN: g cannot serve t). A selection is a set of
+groups covering every task; groups may overlap and a task is scored by its
+best chosen group, so its value is Σ_t max_{chosen g ∋ t} s[g, t].
+`best_selection` finds the optimum within a network count and/or a budget on
+the groups' costs (parameters, FLOPs).
 
-Why a partition DP is exact: give every task its best chosen group; the tasks
-served by one group form a block, so any selection is a partition of the tasks
-into blocks A, each served by one group g ⊇ A with value Σ_{t∈A} s[g, t]
-(two blocks served by the same group merge without loss). Hence, with v(A)
-the best such block value, f[S] = max over A ⊆ S holding S's lowest task of
-v(A) + f[S \\ A]: O(3^T) transitions, fast for T ≤ 12. Each subset S keeps a
-front of non-dominated (value, networks, cost) points, so a network limit and
-a cost budget can be applied together; without costs the front holds at most
-one point per network count. Ties (values equal within a 1e-12 relative
-tolerance, so that summation order never flips a choice) go to fewer
-networks, then lower cost, then the lexicographically smallest sorted tuple
-of groups. A NaN score means "g cannot serve t": g may still serve blocks
-without t. `estimate_from_pairs` (Standley's higher-order approximation) and
-`estimate_from_affinity` (TAG, Fifty et al., 2021) build score tables for
-every group from pair runs or inter-task affinities, and `group_value`
-scores an estimated selection with the true table.
+Why the partition DP is exact: the tasks whose best chosen group is g form a
+block A ⊆ g, so a selection is a partition into blocks, each worth
+v(A) = max_{g ⊇ A} Σ_{t∈A} s[g, t] at best, and f[S] = max over A ⊆ S
+holding S's lowest task of v(A) + f[S \\ A] (O(3^T), fast for T ≤ 12). Each
+S keeps a front of non-dominated (value, networks, cost) points so both
+limits apply at once. Ties (values within a 1e-12 relative tolerance, so
+summation order never flips a choice) go to fewer networks, then lower
+cost, then the smallest sorted tuple of groups. `estimate_from_pairs` (HOA)
+and `estimate_from_affinity` (TAG, Fifty et al., 2021) estimate every
+group's scores; `group_value` scores an estimated pick with the truth.
 """
 
 from __future__ import annotations
@@ -32,7 +26,7 @@ import dataclasses
 import itertools
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -174,8 +168,8 @@ def estimate_from_pairs(num_tasks: int, single, pair: Mapping
                         ) -> dict[tuple, np.ndarray]:
   """Standley's higher-order approximation from single and pair runs.
 
-  The score of t in g (|g| ≥ 2) is the mean over j ∈ g \\ {t} of t's score in
-  the pair (t, j); singletons keep their own score.
+  The score of t in g (|g| ≥ 2) is the mean over j ∈ g \\ {t} of t's score
+  in the pair (t, j); singletons keep their own score.
 
   Args:
     num_tasks: T.
@@ -226,26 +220,26 @@ def estimate_from_affinity(num_tasks: int, affinity
 
 
 def _mean_table(num_tasks, p, single):
-  """{g: [T]}: single[t] alone, else the mean of p[t, j] over j ∈ g \\ {t}."""
+  """{g: [T]}: single[t] alone, else the mean of p[t, j] over j ∈ g \\ {t}.
+
+  A NaN p[t, j] (a missing pair) makes t's mean NaN wherever j is present,
+  rather than silently averaging fewer pairs.
+  """
+  p = p.copy()
+  np.fill_diagonal(p, 0.0)
   out = {}
   for g in all_groups(num_tasks):
     row = np.full(num_tasks, np.nan)
-    idx = np.array(g)
-    if len(g) == 1:
-      row[g[0]] = single[g[0]]
-    else:
-      sub = p[np.ix_(idx, idx)]
-      row[idx] = (np.nansum(sub, axis=1) - np.diag(np.nan_to_num(sub))) / (
-          len(g) - 1)
-      # A missing pair poisons t's mean rather than silently averaging less.
-      bad = np.isnan(sub).sum(axis=1) > np.isnan(np.diag(sub))
-      row[idx[bad]] = np.nan
+    idx = list(g)
+    row[idx] = (single[idx] if len(g) == 1
+                else p[np.ix_(idx, idx)].sum(axis=1) / (len(g) - 1))
     out[g] = row
   return out
 
 
 def _check_num_tasks(num_tasks):
-  if isinstance(num_tasks, bool) or int(num_tasks) != num_tasks or num_tasks < 1:
+  if (isinstance(num_tasks, bool) or int(num_tasks) != num_tasks
+      or num_tasks < 1):
     raise ValueError(f"num_tasks must be an integer ≥ 1, got {num_tasks!r}")
 
 
