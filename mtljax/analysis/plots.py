@@ -284,6 +284,11 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
                    dict(colors=colors, ylabel=f"test {name}",
                         title=f"{exp} — {c['label']}: test {name} per task "
                         f"({_n_seeds([c])})")))
+  from mtljax.analysis import grouping_md  # pylint: disable=g-import-not-at-top
+  for c in conds:
+    if (c.get("grouping") or {}).get("affinity"):
+      jobs.append((grouping_md.heatmap, (c,), _slug(
+          c["experiment"], c["label"], "affinity") + ".png", {}))
   paths, used = [], set()
   for fn, args, fname, kw in jobs[:max_pngs]:
     stem, k = fname[:-4], 1

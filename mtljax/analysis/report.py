@@ -38,6 +38,7 @@ import tempfile
 
 import numpy as np
 
+from mtljax.analysis import grouping as grouping_lib
 from mtljax.analysis import report_sweeps
 from mtljax.analysis import stats
 from mtljax.analysis.delta_m import _delta_m
@@ -78,7 +79,7 @@ def _group(results: list[dict]) -> list[dict]:
         "experiment": r["experiment"], "dataset": ds.get("name"),
         "condition": cond, "task_names": tasks, "tasks": objs,
         "selection_metric": r.get("selection_metric") or "auc",
-        "sources": [], "runs": []})
+        "config": r.get("config") or {}, "sources": [], "runs": []})
     src = r.get("source", "<in memory>")
     if tasks != g["task_names"]:
       raise ReportError(f"{src}: task names {tasks} differ from "
@@ -260,7 +261,9 @@ def _condition(g: dict, label: str, metric: str, baseline: str) -> dict:
   sign = 1.0 if _direction(sel, g["tasks"]) else -1.0
   by_arm: dict[str, list] = {}
   for run in g["runs"]:
-    by_arm.setdefault(run["arm"], []).append(run)
+    # The grouping search's networks are read by its own section.
+    if run.get("role") != "grouping":
+      by_arm.setdefault(run["arm"], []).append(run)
   arms = {a: _arm(rs, g, metric_of, sel_of, sign) for a, rs in by_arm.items()}
   if len({tuple(a["lr"]["grid"]) for a in arms.values()}) > 1:
     notes.append("arms were tuned on different learning-rate grids: the "
@@ -289,6 +292,8 @@ def _condition(g: dict, label: str, metric: str, baseline: str) -> dict:
              "metrics": _per_task_metric(g["tasks"], PRIMARY),
              "arms": {a: _delta_m(arms[a], arms[ref], g) for a in arms
                       if ref is not None and arms[a]["mode"] != "stl"}}
+  grouping = grouping_lib.summarize(g, g["runs"], metric_of, sel_of, sign,
+                                   hib_of)
   keys = ("experiment", "dataset", "condition", "task_names",
           "selection_metric", "sources")
   return {"label": label, **{k: g[k] for k in keys},
@@ -296,7 +301,8 @@ def _condition(g: dict, label: str, metric: str, baseline: str) -> dict:
           "task_metrics": metric_of, "task_higher_is_better": hib_of,
           "skipped_tasks": skipped, "notes": notes,
           "shared_tasks": [tasks[j] for j in shared],
-          "arms": arms, "comparisons": comps, "delta_m": delta_m}
+          "arms": arms, "comparisons": comps, "delta_m": delta_m,
+          **({"grouping": grouping} if grouping else {})}
 
 
 def _clean(obj):

@@ -205,6 +205,8 @@ def _section(c: dict, summary: dict, name: str) -> list[str]:
     lines += _table([*head, f"{summary['confidence']:.0%} CI",
                      "p", "Holm p", "W/L", "verdict"], rows)
   lines += _delta_m(c, summary)
+  from mtljax.analysis import grouping_md  # pylint: disable=g-import-not-at-top
+  lines += grouping_md.lines(c)
   grids = sorted({v for d in c["arms"].values() for v in d["lr"]["grid"]})
   rows = []
   for a, d in c["arms"].items():
