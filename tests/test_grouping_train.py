@@ -113,3 +113,28 @@ def test_all_groups_of_too_many_tasks_is_refused_before_training(tmp_path):
                      r"above config.grouping.max_tasks=5"):
     train.train_and_evaluate(cfg, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.slow
+def test_e8_smoke_sweep_writes_the_grouping_section_and_heat_map(
+    smoke_data_dir, tmp_path):
+  from mtljax import cli  # pylint: disable=g-import-not-at-top
+  wd = tmp_path / "e8"
+  assert cli.main(["sweep", "--config", "experiments/e8_grouping.py:smoke",
+                   "--workdir", str(wd), "--config.train.progress='none'"]) == 0
+  summary = json.load(open(wd / "report.json"))
+  (cond,) = summary["conditions"]
+  gr = cond["grouping"]
+  assert gr["complete"] and gr["methods"] == ["exhaustive", "pairs",
+                                              "affinity"]
+  assert [r["networks"] for r in gr["by_networks"]] == [1, 2, 3, 4]
+  # b = 1 is the MTL network, whatever the estimate.
+  for m in gr["methods"]:
+    assert gr["by_networks"][0][m]["groups"] == [cond["task_names"]]
+  # The search's 10 extra networks are not arms of the main tables.
+  assert set(cond["arms"]) == {"mtl", "stl"}
+  md = open(wd / "report.md").read()
+  assert "### Grouping search" in md and "TAG lookahead affinity" in md
+  heat = [p for p in summary["plots"] if p.endswith("_affinity.png")]
+  assert len(heat) == 1
+  assert open(wd / heat[0], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
