@@ -23,6 +23,13 @@ def _f(v) -> float:
   return math.nan if v is None else float(v)
 
 
+def _scale(z: np.ndarray) -> int:
+  """k such that the largest off-diagonal |Z| × 10^k lies in [1, 10)."""
+  off = np.abs(z[~np.eye(len(z), dtype=bool)])
+  off = off[np.isfinite(off) & (off > 0)]
+  return 0 if not off.size else int(-math.floor(math.log10(off.max())))
+
+
 def _groups(sel: dict) -> str:
   return " · ".join("{" + ", ".join(g) + "}" for g in sel["groups"])
 
@@ -80,12 +87,13 @@ def lines(c: dict) -> list[str]:
     order = aff["order"]
     names = [gr["tasks"][i] for i in order]
     z = np.asarray([[_f(v) for v in row] for row in aff["matrix"]])
-    out += [f"TAG lookahead affinity Z[i→j] × 1e3 (row i's step on task j's "
+    k = _scale(z)
+    out += [f"TAG lookahead affinity Z[i→j] × 1e{k} (row i's step on task j's "
             f"loss; > 0 helps), mean over {aff['seeds']} MTL runs at learning "
             f"rate {aff['learning_rate']:g} and {aff['measurements']} "
             "measurements each; tasks in clustered order:", ""]
     out += _table(["i \\ j", *names], [
-        [names[a], *(f"{1e3 * z[i, j]:+.2f}" for j in order)]
+        [names[a], *(f"{10.0 ** k * z[i, j]:+.2f}" for j in order)]
         for a, i in enumerate(order)])
   cost = gr["cost"]
   out += [f"Cost in networks trained per seed and learning rate: exhaustive "
@@ -104,8 +112,9 @@ def heatmap(c: dict, path: str) -> str | None:
   plt = plots.plt
   order = aff["order"]
   names = [c["grouping"]["tasks"][i] for i in order]
-  z = 1e3 * np.asarray([[_f(aff["matrix"][i][j]) for j in order]
-                        for i in order])
+  z = np.asarray([[_f(aff["matrix"][i][j]) for j in order] for i in order])
+  k = _scale(z)
+  z = 10.0 ** k * z
   n = len(names)
   # The colours span the off-diagonal entries, which decide the grouping: a
   # task's step on its own loss (the diagonal, grey) is far larger.
@@ -125,7 +134,7 @@ def heatmap(c: dict, path: str) -> str | None:
           ax.text(j, i, f"{z[i, j]:.2f}", ha="center", va="center",
                   fontsize=7, color="white" if i != j and abs(z[i, j])
                   > 0.6 * lim else "black")
-  fig.colorbar(im, ax=ax, label="Z[i→j] × 1e3")
+  fig.colorbar(im, ax=ax, label=f"Z[i→j] × 1e{k}")
   ax.set_title(f"{c['experiment']}: lookahead affinity, clustered\n"
                f"({c['dataset']}, mean of {aff['seeds']} MTL runs; "
                "diagonal grey)", fontsize=9)

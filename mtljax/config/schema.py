@@ -384,8 +384,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       out.loss.missing_policies):
     raise ConfigError("config.loss.missing_policies must be non-empty without "
                       f"duplicates; got {out.loss.missing_policies!r}")
-  if not out.modes:
-    raise ConfigError("config.modes is empty: give at least one of ('mtl', 'stl')")
+  if not out.modes and not (out.partitions or out.grouping.groups):
+    raise ConfigError("config.modes is empty: give at least one of ('mtl', "
+                      "'stl'), or arms in config.partitions")
   if len(set(out.modes)) != len(out.modes):
     raise ConfigError(f"config.modes has duplicates: {out.modes!r}")
   lrs = out.optimizer.learning_rates
