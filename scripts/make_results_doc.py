@@ -17,6 +17,10 @@ import json
 import os
 import shutil
 
+# E8 (task grouping) is run apart from `mtljax reproduce`; its summary is
+# included when scripts/make_grouping_doc.py has written it.
+_E8_HEADING = "## e8_grouping (which tasks to learn together)"
+
 EXPERIMENTS = ("e1_mtl_vs_stl", "e2_width_sweep", "e3_data_asymmetry",
                "e4_missing_labels", "e5_unrelated_tasks", "e6_digits")
 
@@ -99,6 +103,9 @@ def main() -> None:
         shutil.copyfile(os.path.join(pdir, f), dst)
         section.append(f"![{f}](results/{f})")
     parts.append("\n".join(section))
+  grouping = os.path.join(args.out, "results", "grouping", "summary.md")
+  if os.path.exists(grouping):  # scripts/make_grouping_doc.py's summary
+    parts.append(_E8_HEADING + "\n\n" + open(grouping).read().strip())
   with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
     f.write("\n".join(head) + "\n" + "\n\n".join(parts) + "\n")
   print(f"wrote {os.path.join(args.out, 'RESULTS.md')}")
