@@ -154,7 +154,9 @@ def main() -> None:
          "do not edit by hand. The rules are in the script's docstring and "
          "were fixed before any result was seen. Machine and versions: the "
          "`env` of each point's results.json.", "",
-         "## Summary", "", *summary_md]
+         "## Summary", "", summary_md[0].replace(
+             "details in [docs/results/grouping/E8.md](results/grouping/E8.md)",
+             "details below"), *summary_md[1:]]
   for c, f in zip(conds, facts):
     doc += [f"## {c['dataset']}", "",
             f"STL's mean test {'/'.join(sorted(set(c['task_metrics'].values())))}: "

@@ -149,6 +149,7 @@ def _judge(sel, table, chosen, names, hib, seeds, best) -> dict | None:
       out["vs_mtl"] = _ci([_nanmean(x[i]) - _nanmean(y[i])
                            for i in range(len(seeds))])
   out["test_mean"] = _ci([_nanmean(row) for row in x])
+  out["test_per_task"] = {names[t]: _ci(x[:, t]) for t in t_all}
   return out
 
 

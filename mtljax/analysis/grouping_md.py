@@ -67,11 +67,12 @@ def lines(c: dict) -> list[str]:
   rows = []
   for r in gr["by_networks"]:
     for m in gr["methods"]:
+      sel = r.get(m) or {}
       rows.append([str(r["networks"]), _NAMES[m], *_cell(r.get(m), t),
-                   fmt_ci(r[m]["vs_mtl"], 3, "+")
-                   if r.get(m) and r[m].get("vs_mtl") else "—"])
+                   fmt_ci(sel["vs_mtl"], 3, "+") if sel.get("vs_mtl") else "—",
+                   fmt_ci(sel["test_mean"]) if sel.get("test_mean") else "—"])
   out += _table(["networks", "method", "groups", "val score %", "regret",
-                 "test Δm % vs STL", "test Δ mean vs MTL"], rows)
+                 "test Δm % vs STL", "test Δ mean vs MTL", "test mean"], rows)
   if gr["budgets"]:
     rows = [[b["kind"], f"{b['budget']:,.0f}",
              *(_cell(b["exhaustive"], t)[:2] + [
