@@ -32,7 +32,7 @@ import time
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _REPO)
 
-from benchlib.common import _cpu_model, load_average  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
+from benchlib.common import _cpu_model, cpu_features, load_average  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-import-position
 
 E8 = os.path.join(_REPO, "experiments", "e8_grouping.py")
 
@@ -149,8 +149,8 @@ def main():
   args.steps = 6 if args.smoke else 100
   args.rounds = 1 if args.smoke else 2
   args.tag_rounds = 3 if args.smoke else 15
-  res = {"machine": {"cpu": _cpu_model(), "platform": platform.platform(),
-                     "cores": os.cpu_count()},
+  res = {"machine": {"cpu": _cpu_model(), "cpu_features": cpu_features(),
+                     "platform": platform.platform(), "cores": os.cpu_count()},
          "load_average_before": load_average()}
   res["tag"] = tag_overhead(args)
   with tempfile.TemporaryDirectory() as d:

@@ -150,6 +150,35 @@ def _cpu_model() -> str:
   return platform.processor() or "unknown"
 
 
+# The CPU flags that decide which kernels XLA and PyTorch can use.
+_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
+              "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_features() -> dict:
+  """{"model", "flags": the relevant ones present, "kind"}, from /proc/cpuinfo.
+
+  "kind" names the machine kinds the project runs on ("AMD EPYC (AVX-512)",
+  "Intel Xeon (AMX)"), so that a benchmark's figures can be filed per kind.
+  """
+  flags = set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("flags"):
+          flags = set(line.split(":", 1)[1].split())
+          break
+  except OSError:
+    pass
+  have = [x for x in _CPU_FLAGS if x in flags]
+  model = _cpu_model()
+  vendor = ("AMD EPYC" if "EPYC" in model else "Intel Xeon" if "Xeon" in model
+            else model)
+  isa = ("AMX" if "amx_bf16" in have else "AVX-512" if "avx512f" in have
+         else "AVX2" if "avx2" in have else "other")
+  return {"model": model, "flags": have, "kind": f"{vendor} ({isa})"}
+
+
 def get_torch():
   """The torch module, or None when the `bench` extra is not installed."""
   try:
@@ -175,7 +204,8 @@ def environment() -> dict:
   import jaxlib  # pylint: disable=g-import-not-at-top
   torch = get_torch()
   return {
-      "cpu": _cpu_model(), "nproc": os.cpu_count(),
+      "cpu": _cpu_model(), "cpu_features": cpu_features(),
+      "nproc": os.cpu_count(),
       "platform": platform.platform(), "python": platform.python_version(),
       "jax": jax.__version__, "jaxlib": jaxlib.__version__,
       "backend": jax.default_backend(),
