@@ -81,9 +81,9 @@ def get_config(arg=None):
     c.data.name = "tfds:celeb_a"
     c.data.split_sizes = ()
     c.data.tfds.tasks = tuple((f"attributes/{n}", "binary") for n in names)
-    c.data.tfds.resize = (64, 64)
+    c.data.tfds.resize = (32, 32) if v.name == "smoke" else (64, 64)
     c.model.width = 16
-    c.train.batch_size = 128
+    c.train.batch_size = 16 if v.name == "smoke" else 128
     c.train.steps = {"smoke": 6, "quick": 2000, "full": 10000}[v.name]
     c.train.eval_every = max(c.train.steps // 10, 3)
     c.train.checkpoint_every = max(c.train.steps // 5, 3)

@@ -433,3 +433,34 @@ def test_celeb_a_trains_through_the_cli_under_mock_data(tmp_path, monkeypatch):
   mtl = next(r for r in results["runs"] if r["arm"] == "mtl")
   assert set(mtl["test"]["per_task"]) == set(names)
   assert np.isfinite(mtl["test"]["mean"]["loss"])
+
+
+@pytest.mark.slow
+def test_e8_celeb_a9_grouping_trains_under_mock_data(tmp_path, monkeypatch):
+  # TAG's benchmark config: its nine attributes, the 1- and 2-task groups and
+  # the lookahead affinity, through the CLI; the report's grouping section.
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from mtljax import cli  # pylint: disable=g-import-not-at-top
+  from mtljax.analysis import report  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(cli, "_setup_logging", lambda verbose=False: None)
+  monkeypatch.setenv("MTLJAX_COMPILATION_CACHE", "")
+  config = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                        "experiments", "e8_grouping.py")
+  wd = tmp_path / "w"
+  with mock_tfds(num_examples=64):
+    assert cli.main(["train", "--config", f"{config}:smoke,celeb_a9",
+                     "--workdir", str(wd), "--config.train.progress=none",
+                     "--config.data.in_memory=never",
+                     f"--config.data.data_dir={tmp_path / 'tfds'}"]) == 0
+  results = json.load(open(wd / "results.json"))
+  names = results["dataset"]["task_names"]
+  assert [n.split("/")[1] for n in names] == [
+      "5_o_Clock_Shadow", "Black_Hair", "Blond_Hair", "Brown_Hair", "Goatee",
+      "Mustache", "No_Beard", "Rosy_Cheeks", "Wearing_Hat"]
+  assert len({r["arm"] for r in results["runs"]
+              if r.get("role") == "grouping"}) == 36   # the 9·8/2 pairs
+  gr = report.summarize([results])["conditions"][0]["grouping"]
+  assert gr["num_trained"] == 1 + 9 + 36 and not gr["complete"]
+  assert gr["methods"] == ["exhaustive", "pairs", "affinity"]
+  assert np.asarray(gr["affinity"]["matrix"]).shape == (9, 9)
