@@ -108,6 +108,11 @@ def main() -> None:
   os.makedirs(a.out, exist_ok=True)
   summary = json.load(open(os.path.join(a.sweep, "report.json")))
   conds = [c for c in summary["conditions"] if c.get("grouping")]
+  # E8's dataset order (experiments/e8_grouping.py), others after.
+  order = ("mtl_scenes", "mtl_scenes/unrelated", "mtl_scenes/attributes",
+           "digits_multilabel", "multi_mnist")
+  conds.sort(key=lambda c: (order.index(c["dataset"]) if c["dataset"] in
+                            order else len(order), c["dataset"]))
   facts = [_facts(c) for c in conds]
   cfg = json.load(open(os.path.join(conds[0]["sources"][0])))["config"]
   setup = (f"{cfg['num_seeds']} seeds, {cfg['train']['steps']} steps of batch "
@@ -186,6 +191,13 @@ def main() -> None:
             f"measurement costs {g['measurement_over_step']:.1f} steps, so a "
             f"measurement every 10 steps slows the MTL run by "
             f"×{g['slowdown_every_10']:.2f} (goal ≤ 2×).", ""]
+  # The raw record beside the document: the sweep's report (every condition's
+  # grouping section, arms and comparisons, as JSON and markdown).
+  for name in ("report.json", "report.md"):
+    shutil.copyfile(os.path.join(a.sweep, name),
+                    os.path.join(a.out, "sweep_" + name))
+  doc += ["The sweep's full report (arms, comparisons, learning rates) is "
+          "copied to `sweep_report.md` and `sweep_report.json` here.", ""]
   with open(os.path.join(a.out, "E8.md"), "w") as fh:
     fh.write("\n".join(doc))
   print(f"wrote {os.path.join(a.out, 'E8.md')}")

@@ -121,7 +121,9 @@ def heatmap(c: dict, path: str) -> str | None:
   # task's step on its own loss (the diagonal, grey) is far larger.
   off = np.where(np.eye(n, dtype=bool), np.nan, z)
   lim = float(np.nanmax(np.abs(off))) if np.isfinite(off).any() else 1.0
-  fig, ax = plt.subplots(figsize=(1.6 + 0.75 * n, 1.2 + 0.65 * n))
+  # At least wide enough for the title (T = 2 gives a tiny matrix).
+  fig, ax = plt.subplots(figsize=(max(4.8, 1.6 + 0.75 * n),
+                                  max(3.6, 1.2 + 0.65 * n)))
   cmap = plt.get_cmap("RdBu").with_extremes(bad="0.85")
   im = ax.imshow(off, cmap=cmap, vmin=-lim, vmax=lim)
   ax.set_xticks(range(n), names, rotation=45, ha="right")
