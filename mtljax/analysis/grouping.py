@@ -53,6 +53,10 @@ def _eligible(runs: list[dict], config: dict) -> list[dict]:
   of group g", so they are left out.
   """
   suffix = config.get("arm_suffix", "")
+  # The first missing-label policy's arms (the search trains only that one).
+  policy = (config.get("loss", {}).get("missing_policies") or ["mask"])[0]
+  if policy != "mask":
+    suffix = f"{suffix}_{policy}"
   names = {m + suffix for m in ("mtl", "stl")}
   names |= {p[0] + suffix for p in config.get("partitions", ())}
   searched = [r for r in runs if r.get("role") == "grouping"]

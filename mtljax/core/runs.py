@@ -187,9 +187,12 @@ def build_programs(config: Any, image_shape, num_tasks: int,
   searched = grouping_arms(config, num_tasks, arms)
   for arm, width, partition in arms + searched:
     role = "grouping" if (arm, width, partition) in searched else ""
+    # The search's networks use the first missing-label policy only: the
+    # report reads each group once (with MTL's and STL's of that policy).
     by_width.setdefault(width, []).extend(
         dataclasses.replace(gr, role=role) for gr in
-        _groups(arm, partition, num_tasks, lrs, policies))
+        _groups(arm, partition, num_tasks, lrs,
+                policies[:1] if role else policies))
   task_weights = tuple(float(w) for w in config.loss.get("task_weights", ()))
   if task_weights and len(task_weights) != num_tasks:
     raise ConfigError(f"config.loss.task_weights={task_weights!r} has "
