@@ -149,8 +149,11 @@ def _judge(sel, table, chosen, names, hib, seeds, best) -> dict | None:
       out["delta_m"] = _ci([stats.relative_improvement(x[i], y[i], hib)
                             for i in range(len(seeds))])
     elif key in chosen:
+      # Signed per task (a lower-is-better metric's difference flipped), so
+      # that > 0 is better, as for Δm.
+      sgn = np.where(hib, 1.0, -1.0)
       y = chosen[key]["test"]
-      out["vs_mtl"] = _ci([_nanmean(x[i]) - _nanmean(y[i])
+      out["vs_mtl"] = _ci([_nanmean(sgn * (x[i] - y[i]))
                            for i in range(len(seeds))])
   out["test_mean"] = _ci([_nanmean(row) for row in x])
   out["test_per_task"] = {names[t]: _ci(x[:, t]) for t in t_all}
