@@ -87,7 +87,9 @@ def tag_overhead(args) -> dict:
   from mtljax.core import affinity, parallel, runs  # pylint: disable=g-import-not-at-top
   from mtljax.core import state as state_lib, step as step_lib  # pylint: disable=g-import-not-at-top
   from mtljax.core import run_map as run_map_lib  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.load_config(f"{E8}:quick,mtl_scenes", ["modes=('mtl',)"])
+  # MTL alone: the TAG measurement's own program, without the search's runs.
+  cfg = config_lib.load_config(f"{E8}:quick,mtl_scenes",
+                               ["modes=('mtl',)", "grouping.groups=''"])
   shape, t = (32, 32, 3), 4
   prog = runs.build_programs(cfg, shape, t)[0]
   seeds = list(range(cfg.num_seeds))
@@ -145,17 +147,26 @@ def main():
   ap.add_argument("--out", required=True)
   ap.add_argument("--smoke", action="store_true")
   ap.add_argument("--data-dir", default=None)
+  ap.add_argument("--only", choices=("tag", "end_to_end"), default=None,
+                  help="one part, merged into an existing --out file")
   args = ap.parse_args()
   args.steps = 6 if args.smoke else 100
   args.rounds = 1 if args.smoke else 2
   args.tag_rounds = 3 if args.smoke else 15
-  res = {"machine": {"cpu": _cpu_model(), "cpu_features": cpu_features(),
-                     "platform": platform.platform(), "cores": os.cpu_count()},
-         "load_average_before": load_average()}
-  res["tag"] = tag_overhead(args)
-  with tempfile.TemporaryDirectory() as d:
-    res["end_to_end"] = end_to_end(args, args.data_dir or d)
-  res["load_average_after"] = load_average()
+  res = {}
+  if args.only and os.path.exists(args.out):
+    with open(args.out) as f:
+      res = json.load(f)
+  res.update({"machine": {"cpu": _cpu_model(), "cpu_features": cpu_features(),
+                          "platform": platform.platform(),
+                          "cores": os.cpu_count()}})
+  res[f"load_average_before_{args.only or 'all'}"] = load_average()
+  if args.only in (None, "tag"):
+    res["tag"] = tag_overhead(args)
+  if args.only in (None, "end_to_end"):
+    with tempfile.TemporaryDirectory() as d:
+      res["end_to_end"] = end_to_end(args, args.data_dir or d)
+  res[f"load_average_after_{args.only or 'all'}"] = load_average()
   with open(args.out, "w") as f:
     json.dump(res, f, indent=1)
     f.write("\n")
