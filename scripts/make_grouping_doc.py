@@ -193,9 +193,13 @@ def main() -> None:
             f"×{g['slowdown_every_10']:.2f} (goal ≤ 2×).", ""]
   # The raw record beside the document: the sweep's report (every condition's
   # grouping section, arms and comparisons, as JSON and markdown).
-  for name in ("report.json", "report.md"):
-    shutil.copyfile(os.path.join(a.sweep, name),
-                    os.path.join(a.out, "sweep_" + name))
+  shutil.copyfile(os.path.join(a.sweep, "report.json"),
+                  os.path.join(a.out, "sweep_report.json"))
+  with open(os.path.join(a.sweep, "report.md")) as fh:
+    # Its plots stay in the sweep directory: no image links that would break.
+    md = [l for l in fh.read().splitlines() if not l.startswith("![")]
+  with open(os.path.join(a.out, "sweep_report.md"), "w") as fh:
+    fh.write("\n".join(md) + "\n")
   doc += ["The sweep's full report (arms, comparisons, learning rates) is "
           "copied to `sweep_report.md` and `sweep_report.json` here.", ""]
   with open(os.path.join(a.out, "E8.md"), "w") as fh:
