@@ -48,11 +48,13 @@ def test_every_group_once_and_equal_to_the_same_partition_arm(
 def test_a_searched_group_is_the_partition_arms_network(smoke_data_dir,
                                                         tmp_path):
   # Group (0, 2) from the search and from a partition arm, in two runs.
+  # No MTL or STL arms (modes=()): only the groups under test train.
   a = train.train_and_evaluate(smoke_config("grouping.groups='pairs'",
-                                            "num_seeds=1"),
+                                            "num_seeds=1", "modes=()"),
                                str(tmp_path / "a"))
   b = train.train_and_evaluate(smoke_config(
-      "num_seeds=1", "partitions=(('p',((0,2),)),)"), str(tmp_path / "b"))
+      "num_seeds=1", "modes=()", "partitions=(('p',((0,2),)),)"),
+      str(tmp_path / "b"))
   ga = next(r for r in a["runs"] if r["arm"] == "g_0_2")
   gb = next(r for r in b["runs"] if r["arm"] == "p")
   # Same network, batches and initialisation; only the vmapped program's

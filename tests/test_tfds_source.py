@@ -451,6 +451,7 @@ def test_e8_celeb_a9_grouping_trains_under_mock_data(tmp_path, monkeypatch):
   with mock_tfds(num_examples=64):
     assert cli.main(["train", "--config", f"{config}:smoke,celeb_a9",
                      "--workdir", str(wd), "--config.train.progress=none",
+                     "--config.num_seeds=1",
                      "--config.data.in_memory=never",
                      f"--config.data.data_dir={tmp_path / 'tfds'}"]) == 0
   results = json.load(open(wd / "results.json"))
