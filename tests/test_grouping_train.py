@@ -55,6 +55,12 @@ def test_a_searched_group_is_the_partition_arms_network(smoke_data_dir,
   b = train.train_and_evaluate(smoke_config(
       "num_seeds=1", "modes=()", "partitions=(('p',((0,2),)),)"),
       str(tmp_path / "b"))
+  # A report of the search's networks alone (no arms) has its section.
+  from mtljax.analysis import report  # pylint: disable=g-import-not-at-top
+  summary = report.write_report([a], str(tmp_path / "rep"))
+  assert summary["conditions"][0]["arms"] == {}
+  assert summary["conditions"][0]["grouping"]["num_trained"] == 10
+  assert "### Grouping search" in open(tmp_path / "rep" / "report.md").read()
   ga = next(r for r in a["runs"] if r["arm"] == "g_0_2")
   gb = next(r for r in b["runs"] if r["arm"] == "p")
   # Same network, batches and initialisation; only the vmapped program's

@@ -272,6 +272,8 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
     if len(cs) > max_bars_per_experiment:
       cs = [cs[0], cs[-1]]
     for c in cs:
+      if not c["arms"]:
+        continue  # only the grouping search's networks: its own plot
       tasks = list(c["task_metrics"])  # the reported tasks
       labels = task_labels(c)  # {task: metric} when the tasks' metrics differ
       series = {a: _ci_series([d["test"]["per_task"][t] for t in tasks]

@@ -87,6 +87,8 @@ def _table(header, rows) -> list[str]:
 
 def _seeds(arms: dict) -> str:
   n = sorted({a["n_seeds"] for a in arms.values()})
+  if not n:
+    return "—"  # no arms (only the grouping search's networks)
   return str(n[0]) if len(n) == 1 else f"{n[0]}–{n[-1]}"
 
 
@@ -178,12 +180,14 @@ def _section(c: dict, summary: dict, name: str) -> list[str]:
                 + [fmt_ci(d["test"]["per_task"][t]) for t in tasks]
                 + [f"**{fmt_ci(d['test']['mean'])}**"])
   if labels:
-    lines += ["Test metrics (each task's own; the mean is over tasks):", ""]
     heads = [f"{t} ({labels[t]})" for t in tasks]
+    title = "Test metrics (each task's own; the mean is over tasks):"
   else:
-    lines += [f"Test {name}:", ""]
     heads = tasks
-  lines += _table(["arm", "seeds", "params", "lr", *heads, "mean"], rows)
+    title = f"Test {name}:"
+  if rows:  # none when only the grouping search's networks were trained
+    lines += [title, ""] + _table(["arm", "seeds", "params", "lr", *heads,
+                                   "mean"], rows)
   for a, d in c["comparisons"].items():
     lines += [f"**`{a}` − `{base}`** (paired by seed, n={d['mean']['n']}): "
               f"Δp = {fmt_ci(d['delta_p'], 2, '+')} %, verdict: "
@@ -223,10 +227,11 @@ def _section(c: dict, summary: dict, name: str) -> list[str]:
       rows.append([f"`{a}`", "all (mean)" if unit == "mean" else unit]
                   + [f"**{x}**" if g == best else x
                      for g, x in zip(grids, cells)])
-  lines += [f"Learning-rate selection (validation "
-            f"{_sel_label(c['selection_metric'])}, "
-            "mean over seeds; chosen in bold):", ""] + _table(
-                ["arm", "task", *(f"lr {g:g}" for g in grids)], rows)
+  if rows:
+    lines += [f"Learning-rate selection (validation "
+              f"{_sel_label(c['selection_metric'])}, "
+              "mean over seeds; chosen in bold):", ""] + _table(
+                  ["arm", "task", *(f"lr {g:g}" for g in grids)], rows)
   return lines
 
 
