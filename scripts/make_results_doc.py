@@ -16,6 +16,10 @@ import argparse
 import json
 import os
 import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mtljax.study import rules  # noqa: E402  pylint: disable=wrong-import-position
 
 # E8 (task grouping) is run apart from `mtljax reproduce`; its summary is
 # included when scripts/make_grouping_doc.py has written it.
@@ -82,6 +86,8 @@ def main() -> None:
           + (" --full" if verdicts["mode"] == "full" else "") + "`.", ""]
   if os.path.exists(notes):
     head += [open(notes).read().strip(), ""]
+  # Study v2's rules, fixed before its results (mtljax/study/rules.py).
+  head += [rules.RULES_MARKDOWN.strip(), ""]
   if args.difficulty:
     rep = os.path.join(args.difficulty, "report.md")
     if os.path.exists(rep):
