@@ -191,8 +191,8 @@ def test_missing_baseline_and_duplicates(tmp_path):
     x["arm"] = "mtl_negative"
   summary = report.summarize([r, r2])  # two results, one condition: pooled
   (c,) = summary["conditions"]
-  assert c["comparisons"] == {} and "baseline arm 'stl' not present" in (
-      c["notes"][0])
+  assert c["comparisons"] == {} and any(
+      "baseline arm 'stl' not present" in n for n in c["notes"])
   assert report.summarize([r, r2], baseline="mtl")["conditions"][0][
       "comparisons"]["mtl_negative"]["mean"]["mean_diff"] == 0.0
   with pytest.raises(ValueError, match="twice for one condition"):
@@ -252,3 +252,12 @@ def test_stl_restricted_to_one_task_is_compared_on_that_task(tmp_path):
   assert sw["tasks"] == ["a"]
   for c, m in zip(sweep["conditions"], sw["arms"]["mtl"]["mean"]):
     assert m == pytest.approx(c["arms"]["mtl"]["test"]["per_task"]["a"]["mean"])
+
+
+def test_a_rate_at_the_grid_edge_is_flagged():
+  from mtljax.analysis.report_arms import lr_at_edge  # pylint: disable=g-import-not-at-top
+  grid = [1e-3, 3e-3, 1e-2]
+  assert lr_at_edge({"a": 3e-3, "b": 1e-3, "c": 1e-2}, grid) == {
+      "b": "lowest", "c": "highest"}
+  assert lr_at_edge({"a": 3e-3}, grid) == {}       # interior: no flag
+  assert lr_at_edge({"a": 3e-3}, [3e-3]) == {}     # one point: untuned

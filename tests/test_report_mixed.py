@@ -329,6 +329,13 @@ needs its CI to exclude 0.
 dataset `toy` · condition `{"model.width": 4}` · seeds: 3 · sources: \
 `<in memory>`
 
+> note: arm mtl: the chosen learning rate is the lowest of its grid for a, b, \
+c: the grid may not bracket the optimum
+> note: arm stl: the chosen learning rate is the lowest of its grid for b, c: \
+the grid may not bracket the optimum
+> note: arm stl: the chosen learning rate is the highest of its grid for a: \
+the grid may not bracket the optimum
+
 Test AUC:
 
 | arm | seeds | params | lr | a | b | c | mean |

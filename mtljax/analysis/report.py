@@ -265,7 +265,18 @@ def _condition(g: dict, label: str, metric: str, baseline: str) -> dict:
     if run.get("role") != "grouping":
       by_arm.setdefault(run["arm"], []).append(run)
   arms = {a: _arm(rs, g, metric_of, sel_of, sign) for a, rs in by_arm.items()}
-  if len({tuple(a["lr"]["grid"]) for a in arms.values()}) > 1:
+  grids = {tuple(a["lr"]["grid"]) for a in arms.values()}
+  if grids and max(len(gr) for gr in grids) == 1:
+    notes.append("one learning rate for every arm: the rate was not tuned")
+  for name, a in arms.items():
+    edge = a["lr"]["at_edge"]
+    for side in ("lowest", "highest"):
+      ts = [t for t, e in edge.items() if e == side]
+      if ts:
+        notes.append(
+            f"arm {name}: the chosen learning rate is the {side} of its grid "
+            f"for {', '.join(ts)}: the grid may not bracket the optimum")
+  if len(grids) > 1:
     notes.append("arms were tuned on different learning-rate grids: the "
                  "tuning budget is not equal")
   # Tasks every arm learns. When an arm learns fewer (config.stl_tasks), the

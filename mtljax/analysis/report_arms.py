@@ -119,12 +119,13 @@ def _arm(runs: list[dict], g: dict, metric_of: dict, sel_of: dict,
   reported = list(metric_of)
   table = _test_table(runs, seeds, reported, chosen, metric_of)
   counts = [r.get("param_count") for r in runs if r.get("param_count")]
+  grid = sorted({r["learning_rate"] for r in runs})
   return {
       "mode": mode, "seeds": seeds, "n_seeds": len(seeds),
       "param_count": int(counts[0]) if counts else None,
-      "lr": {"grid": sorted({r["learning_rate"] for r in runs}),
+      "lr": {"grid": grid,
              "per_task_selection": mode != "mtl", "chosen": chosen,
-             "val_score": scores},
+             "val_score": scores, "at_edge": lr_at_edge(chosen, grid)},
       "test": {"per_task": {t: _ci(table[:, j])
                             for j, t in enumerate(reported)},
                "mean": _ci([_nanmean(row) for row in table])},
@@ -133,6 +134,19 @@ def _arm(runs: list[dict], g: dict, metric_of: dict, sel_of: dict,
       "_primary": _test_table(runs, seeds, tasks, chosen,
                               _per_task_metric(g["tasks"], PRIMARY)),
   }
+
+
+def lr_at_edge(chosen: dict, grid: list) -> dict:
+  """{task: "lowest" | "highest"} where the chosen rate is at the grid's edge.
+
+  A rate chosen at an edge of a grid of 2+ points may not be the optimum:
+  the grid does not bracket it (a one-point grid is flagged by the report
+  as untuned instead).
+  """
+  if len(grid) < 2:
+    return {}
+  return {t: ("lowest" if lr == grid[0] else "highest")
+          for t, lr in chosen.items() if lr in (grid[0], grid[-1])}
 
 
 def _paired_rows(a: dict, b: dict, key: str
