@@ -161,7 +161,11 @@ def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],
                   path: str, *, ylabel: str = "", title: str = "",
                   ylim: tuple[float, float] | None = None,
                   colors: Mapping[str, str] | None = None) -> str:
-  """Grouped bars: one group per task (and the mean), one bar per arm.
+  """Per task (and the mean), one dot per arm with its CI as an error bar.
+
+  Dots, not bars: the axis is zoomed to the data (AUCs near 0.9 differ by
+  0.01), and a bar's length from a zoomed baseline would exaggerate the
+  differences; a dot's position does not.
 
   Args:
     groups: group labels, e.g. task names followed by "mean".
@@ -191,8 +195,9 @@ def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],
     err = np.stack([np.where(np.isnan(lo), 0.0, mean - lo),
                     np.where(np.isnan(hi), 0.0, hi - mean)])
     err = np.where(np.isnan(err), 0.0, err)
-    ax.bar(pos - 0.4 + width * (i + 0.5), np.nan_to_num(mean), width,
-           yerr=err, capsize=3, color=_color(colors, name, i), label=name)
+    ax.errorbar(pos - 0.4 + width * (i + 0.5), mean, yerr=err, fmt="o",
+                capsize=3, markersize=6, color=_color(colors, name, i),
+                label=name)
     lows.append(np.where(np.isnan(lo), mean, lo))
     highs.append(np.where(np.isnan(hi), mean, hi))
   finite = np.concatenate(lows + highs + [np.zeros(0)])
@@ -276,11 +281,17 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
         continue  # only the grouping search's networks: its own plot
       tasks = list(c["task_metrics"])  # the reported tasks
       labels = task_labels(c)  # {task: metric} when the tasks' metrics differ
+      # Like with like: when some arm learns fewer tasks, the mean is over
+      # the tasks every arm learns ("mean_shared").
+      shared = c.get("shared_tasks") or tasks
+      key = "mean" if len(shared) == len(tasks) else "mean_shared"
       series = {a: _ci_series([d["test"]["per_task"][t] for t in tasks]
-                              + [d["test"]["mean"]])
+                              + [d["test"][key]])
                 for a, d in c["arms"].items()}
+      mean_label = ("mean" if key == "mean" else
+                    "mean over\n" + ", ".join(shared))
       groups = ([f"{t}\n({labels[t]})" for t in tasks] if labels
-                else tasks) + ["mean"]
+                else tasks) + [mean_label]
       jobs.append((per_task_bars, (groups, series),
                    _slug(exp, c["label"], metric, "per_task") + ".png",
                    dict(colors=colors, ylabel=f"test {name}",
