@@ -47,6 +47,18 @@ def test_tiny_run_writes_results_logs_and_checkpoints(smoke_data_dir, tmp_path):
     assert all(s in (3, 6) for s in r["best_step"])
   lines = [json.loads(l) for l in open(os.path.join(wd, "metrics.jsonl"))]
   assert [l["step"] for l in lines if l["kind"] == "validation"] == [3, 6]
+  # Learning curves per task and per seed (not only arm means), from the
+  # same evaluation as results.json: the last one is the best step's here.
+  val = [l for l in lines if l["kind"] == "validation"][-1]
+  assert set(val["per_task"]) == {"mtl", "stl"}
+  assert set(val["per_task"]["stl"]) == set(on_disk["dataset"]["task_names"])
+  assert set(val["per_task"]["mtl"]["car"]) == {"seed0_lr0.003",
+                                                "seed1_lr0.003"}
+  by_step = {l["step"]: l for l in lines if l["kind"] == "validation"}
+  for r in (r for r in res["runs"] if r["mode"] == "mtl"):
+    logged = by_step[r["best_step"][0]]["per_task"]["mtl"]
+    for t, m in r["val"]["per_task"].items():
+      assert logged[t][f"seed{r['seed']}_lr0.003"] == pytest.approx(m["auc"])
   assert os.listdir(os.path.join(wd, "tensorboard"))
   assert json.load(open(os.path.join(wd, "config.json")))["model"]["encoder"] == "mlp"
   assert "jax" in json.load(open(os.path.join(wd, "env.json")))["packages"]

@@ -41,6 +41,25 @@ def val_arm_means(p, per_run, metric: str, tasks=None) -> dict:
   return out
 
 
+def val_per_task(p, per_run, seeds, metric: str, tasks=None) -> dict:
+  """{arm: {task: {"seed<s>_lr<lr>": value}}} for the validation log.
+
+  Every run's value of each task it learns (the selection metric, each
+  task's own primary under "primary"), so that learning curves can be drawn
+  per task and per seed with a CI over seeds, not only from arm means.
+  """
+  out: dict = {}
+  for g, gr in enumerate(p.prog.groups):
+    for s, runs in enumerate(per_run):
+      names = list(runs[g]["per_task"])
+      for t in gr.tasks:
+        value = runs[g]["per_task"][names[t]].get(_metric_of(
+            None if tasks is None else tasks[t], metric), float("nan"))
+        out.setdefault(gr.arm, {}).setdefault(names[t], {})[
+            f"seed{int(seeds[s])}_lr{gr.learning_rate:g}"] = float(value)
+  return out
+
+
 def _nanmean(values) -> float:
   v = np.asarray(values, np.float64)
   return float(np.nanmean(v)) if np.any(~np.isnan(v)) else float("nan")

@@ -365,6 +365,9 @@ def _train(config, workdir, condition, lead, spec):
               scores.astype(np.float32), p.rep), jnp.int32(done))
           record["arms"].update(results_lib.val_arm_means(
               p, per_run, tc.selection_metric, tasks))
+          for arm, v in results_lib.val_per_task(
+              p, per_run, seeds, tc.selection_metric, tasks).items():
+            record.setdefault("per_task", {}).setdefault(arm, {}).update(v)
         out.log(record)
       if is_ckpt:
         save(done)
