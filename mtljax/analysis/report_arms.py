@@ -61,22 +61,26 @@ def _per_task_metric(tasks: list, metric: str) -> dict:
                    metric if metric in t.metrics else None) for t in tasks}
 
 
-def _select(runs: list[dict], tasks: list[str], sel_of: dict, sign: float
-            ) -> tuple[dict, dict]:
+def _select(runs: list[dict], tasks: list[str], sel_of: dict, sign: float,
+            selection=()) -> tuple[dict, dict]:
   """Chosen lr per task and the validation score of every (unit, lr).
 
   sel_of[t] is the validation metric task t is selected by (None: t does not
   count); sign is +1 for higher-is-better selection, else -1.
   A rate with more NaN seeds (e.g. diverged) ranks below any with fewer, so a
   rate is not rewarded for the seeds it survived; ties go to the smaller rate.
+  `selection` (task names, config.train.selection_tasks) restricts a unit's
+  score to those of its tasks, when it has any, as training selected its
+  checkpoints.
   """
   lrs = sorted({r["learning_rate"] for r in runs})
   units = _units(runs, tasks)
   chosen, scores = {}, {}
   for unit in units:
     rank, table = [], {}
+    by = [t for t in unit if t in selection] or unit
     for lr in lrs:
-      seeds = [_nanmean([_value(r, "val", t, sel_of[t]) for t in unit])
+      seeds = [_nanmean([_value(r, "val", t, sel_of[t]) for t in by])
                for r in runs if r["learning_rate"] == lr]
       n_nan = int(np.isnan(seeds).sum())
       mean = _nanmean(seeds)
@@ -114,7 +118,10 @@ def _arm(runs: list[dict], g: dict, metric_of: dict, sel_of: dict,
          sign: float) -> dict:
   """One arm: chosen rates, test CIs of the reported tasks (metric_of)."""
   mode, tasks = runs[0]["mode"], g["task_names"]
-  chosen, scores = _select(runs, tasks, sel_of, sign)
+  picked = ((g.get("config") or {}).get("train") or {}).get(
+      "selection_tasks") or ()
+  chosen, scores = _select(runs, tasks, sel_of, sign,
+                           [tasks[k] for k in picked if k < len(tasks)])
   seeds = sorted({r["seed"] for r in runs})
   reported = list(metric_of)
   table = _test_table(runs, seeds, reported, chosen, metric_of)

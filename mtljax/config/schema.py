@@ -178,6 +178,11 @@ def default_config() -> ml_collections.ConfigDict:
   # for mixed task types. "": the tasks' common primary metric (AUC for
   # binary tasks), or "primary" for mixed types, resolved when a run starts.
   c.train.selection_metric = ""
+  # Tasks (indices) whose validation metric selects each run's checkpoint
+  # and each network's learning rate (in target experiments: the target);
+  # a network that learns none of them selects by its own tasks. (): each
+  # network by all of its tasks.
+  c.train.selection_tasks = ()
   c.train.nonfinite_policy = "halt"  # "halt" or "skip"
   # Under "skip": warn (log, results.json, report.md) when a run skipped more
   # than this share of its steps.
@@ -407,6 +412,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not 0.0 <= out.model.dropout < 1.0:
     raise ConfigError(f"config.model.dropout must be in [0, 1); got "
                       f"{out.model.dropout!r}")
+  if len(set(out.train.selection_tasks)) != len(out.train.selection_tasks) or any(
+      not isinstance(k, int) or isinstance(k, bool) or k < 0
+      for k in out.train.selection_tasks):
+    raise ConfigError("config.train.selection_tasks must hold distinct task "
+                      f"indices (integers >= 0); got "
+                      f"{out.train.selection_tasks!r}")
   if len(set(out.stl_tasks)) != len(out.stl_tasks) or any(
       not isinstance(k, int) or isinstance(k, bool) or k < 0
       for k in out.stl_tasks):

@@ -84,6 +84,22 @@ class Evaluator:
     return [flat[i * g:(i + 1) * g] for i in range(s)]
 
 
+def selection_masks(task_masks: np.ndarray, selection_tasks=()) -> np.ndarray:
+  """[G, T]: the tasks each run is selected by (config.train.selection_tasks).
+
+  A run's own tasks that are selection tasks; all its own tasks when there
+  are none (no selection tasks given, or a network, such as an auxiliary
+  task's STL network, that learns none of them).
+  """
+  masks = np.asarray(task_masks) > 0
+  if not len(selection_tasks):
+    return masks
+  sel = np.zeros(masks.shape[1], bool)
+  sel[list(selection_tasks)] = True
+  both = masks & sel[None, :]
+  return np.where(both.any(axis=1, keepdims=True), both, masks)
+
+
 def selection_scores(per_run: list[list[dict]], task_masks: np.ndarray,
                      metric: str, tasks=None) -> np.ndarray:
   """Each run's model-selection score: higher is better.

@@ -133,6 +133,12 @@ def check(config) -> data_lib.DatasetSpec:
         f"config.stl_tasks={tuple(config.stl_tasks)!r}: task index {bad[0]} is "
         f"out of range for {spec.name}, whose tasks are 0..{t - 1} "
         f"({', '.join(spec.task_names)})")
+  bad = [k for k in config.train.selection_tasks if k >= t]
+  if bad:
+    raise ConfigError(
+        f"config.train.selection_tasks={tuple(config.train.selection_tasks)!r}"
+        f": task index {bad[0]} is out of range for {spec.name}, whose tasks "
+        f"are 0..{t - 1} ({', '.join(spec.task_names)})")
   for name, groups in config.partitions:
     bad = [k for g in groups for k in g if k >= t]
     if bad:

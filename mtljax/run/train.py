@@ -90,7 +90,9 @@ class _Program:
         state_lib.init_state(params, model_state, tx, method,
                              len(spec.tasks)), self.rep)
     self.specs = jax.device_put(prog.specs(seeds), self.rep)
-    self.task_masks = np.asarray([gr.task_mask for gr in prog.groups])
+    # The tasks each run's checkpoint is selected by.
+    self.task_masks = evaluate.selection_masks(
+        [gr.task_mask for gr in prog.groups], config.train.selection_tasks)
     run_map = config.train.run_map
     if run_map == "auto":
       run_map = run_map_lib.default_run_map(
