@@ -42,7 +42,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.num_seeds = 3                   # seeds, vmapped: one compilation for all
   # Arms trained side by side on the same batches (paired by seed): "mtl" (one
   # shared encoder), "stl" (T single-task networks of the same width) and
-  # "stl_matched" (T single-task networks whose total size ≈ the MTL network).
+  # "stl_matched" (T single-task networks whose total size ≈ the MTL network)
+  # and "mtl_matched" (one MTL network as wide as costs ≈ the T STL networks'
+  # forward FLOPs: equal compute).
   c.modes = ("mtl", "stl")
   # Tasks (indices) that the STL arms learn; (): all. Experiments that only
   # read one target task's MTL−STL difference skip the other T−1 networks.
@@ -208,7 +210,7 @@ ARCH_PROVIDED = ("encoder", "width", "depth", "num_tasks", "image_shape",
 # Fixed choices. Components (encoders, optimizers, ...) are not listed here:
 # their fields are checked against their registries (_REGISTRY_FIELDS).
 _CHOICES = {
-    "modes": ("mtl", "stl", "stl_matched"),
+    "modes": ("mtl", "stl", "stl_matched", "mtl_matched"),
     "model.dtype": ("float32", "bfloat16"),
     "loss.missing_policies": MISSING_POLICIES,
     "data.in_memory": ("auto", "always", "never"),

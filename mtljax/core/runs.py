@@ -175,12 +175,17 @@ def build_programs(config: Any, image_shape, num_tasks: int,
   policies = config.loss.missing_policies
   arms = []
   for mode in config.modes:
-    width = (models.matched_stl_width(config.model, image_shape,
-                                      tasks or num_tasks)
-             if mode == "stl_matched" else config.model.width)
+    if mode == "stl_matched":    # equal parameters: narrower STL networks
+      width = models.matched_stl_width(config.model, image_shape,
+                                       tasks or num_tasks)
+    elif mode == "mtl_matched":  # equal compute: a wider MTL network
+      width = models.matched_mtl_width(config.model, image_shape,
+                                       tasks or num_tasks)
+    else:
+      width = config.model.width
     arms.append((mode + config.arm_suffix, width,
-                 partition_of("mtl" if mode == "mtl" else "stl", num_tasks,
-                              stl_tasks)))
+                 partition_of("mtl" if mode.startswith("mtl") else "stl",
+                              num_tasks, stl_tasks)))
   for name, parts in config.get("partitions", ()):
     arms.append((name + config.arm_suffix, config.model.width,
                  [tuple(p) for p in parts]))

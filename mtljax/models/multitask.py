@@ -270,6 +270,38 @@ def forward_flops(model_cfg: Any, image_shape, num_tasks,
   return float(cost.get("flops", float("nan")))
 
 
+def matched_mtl_width(model_cfg: Any, image_shape, num_tasks) -> int:
+  """The MTL width whose one network costs ≈ the T STL networks' compute.
+
+  Returns the width w' >= model_cfg.width minimising |FLOPs_MTL(w') −
+  Σ_t FLOPs_STL,t(w)| (forward FLOPs per example, `forward_flops`): the
+  equal-compute MTL arm ("mtl_matched"). FLOPs grow with the width, so a
+  bisection over [w, 8w] needs a handful of (small, one-example) compiles.
+  For the CNN, whose FLOPs grow about as w², this is about 2w at T = 4.
+  """
+  sizes = outputs_per_task(num_tasks)
+  eye = np.eye(len(sizes))
+  target = sum(forward_flops(model_cfg, image_shape, num_tasks, eye[t])
+               for t in range(len(sizes)))
+  cache: dict[int, float] = {}
+
+  def flops(w):
+    if w not in cache:
+      cfg = model_cfg.copy_and_resolve_references()
+      cfg.width = w
+      cache[w] = forward_flops(cfg, image_shape, num_tasks)
+    return cache[w]
+
+  lo, hi = model_cfg.width, 8 * model_cfg.width
+  while hi - lo > 1:  # the smallest width with FLOPs >= target is in (lo, hi]
+    mid = (lo + hi) // 2
+    if flops(mid) >= target:
+      hi = mid
+    else:
+      lo = mid
+  return min((lo, hi), key=lambda w: (abs(flops(w) - target), w))
+
+
 def matched_stl_width(model_cfg: Any, image_shape, num_tasks) -> int:
   """The STL width whose T single-task networks ≈ one MTL network in size.
 
