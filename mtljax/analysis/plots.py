@@ -297,8 +297,14 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
                    dict(colors=colors, ylabel=f"test {name}",
                         title=f"{exp} — {c['label']}: test {name} per task "
                         f"({_n_seeds([c])})")))
+  from mtljax.analysis import curves as curves_lib  # pylint: disable=g-import-not-at-top
   from mtljax.analysis import grouping_md  # pylint: disable=g-import-not-at-top
   for c in conds:
+    curves = curves_lib.load_curves(c)
+    if curves:
+      jobs.append((curves_lib.plot_curves, (c, curves), _slug(
+          c["experiment"], c["label"], "curves") + ".png",
+                   {"colors": colors}))
     if (c.get("grouping") or {}).get("affinity"):
       jobs.append((grouping_md.heatmap, (c,), _slug(
           c["experiment"], c["label"], "affinity") + ".png", {}))
@@ -309,6 +315,7 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
       k += 1
       fname = f"{stem}_{k}.png"
     used.add(fname)
-    fn(*args, os.path.join(out_dir, "plots", fname), **kw)
+    if fn(*args, os.path.join(out_dir, "plots", fname), **kw) is None:
+      continue  # nothing to draw
     paths.append(os.path.join("plots", fname))
   return paths
