@@ -107,7 +107,9 @@ def main() -> None:
   a = p.parse_args()
   os.makedirs(a.out, exist_ok=True)
   summary = json.load(open(os.path.join(a.sweep, "report.json")))
-  conds = [c for c in summary["conditions"] if c.get("grouping")]
+  # Conditions with a search (T <= analysis.grouping.MAX_SEARCH_TASKS).
+  conds = [c for c in summary["conditions"]
+           if c.get("grouping") and c["grouping"]["by_networks"]]
   # E8's dataset order (experiments/e8_grouping.py), others after.
   order = ("mtl_scenes", "mtl_scenes/unrelated", "mtl_scenes/attributes",
            "digits_multilabel", "multi_mnist")

@@ -159,3 +159,25 @@ def test_pair_and_affinity_estimates_follow_their_definitions():
     true = sum(max(rel[g][t] for g in sel if t in g) for t in range(3))
     np.testing.assert_allclose(row["affinity"]["regret"],
                                row["exhaustive"]["val"] - true, atol=1e-9)
+
+
+def test_many_tasks_report_the_affinity_only(tmp_path):
+  # CelebA-40-like: the exact search is out of reach, the matrix is not.
+  names = [f"t{k}" for k in range(14)]
+  z = np.random.default_rng(0).normal(0, 1e-4, (14, 14))
+  runs = [{"arm": "mtl", "mode": "mtl", "seed": s, "learning_rate": 1e-3,
+           "width": 8, "groups": [names], "network_param_counts": [100],
+           "val": {"per_task": {n: {"auc": 0.7} for n in names}, "mean": {}},
+           "test": {"per_task": {n: {"auc": 0.7} for n in names}, "mean": {}},
+           "affinity": z.tolist(), "affinity_measurements": 5}
+          for s in (0, 1)]
+  res = {"schema_version": 1, "experiment": "e8", "condition": {},
+         "dataset": {"name": "many", "task_names": names,
+                     "tasks": [task_types.Binary(n).to_json() for n in names]},
+         "selection_metric": "auc", "config": {"grouping": {"groups": ""}},
+         "runs": runs}
+  summary = report.write_report([res], str(tmp_path / "rep"))
+  gr = summary["conditions"][0]["grouping"]
+  assert gr["by_networks"] == [] and "out of reach" in gr["note"]
+  np.testing.assert_allclose(gr["affinity"]["matrix"], z, rtol=1e-12)
+  assert any(p.endswith("_affinity.png") for p in summary["plots"])

@@ -43,6 +43,10 @@ from mtljax.analysis import stats
 from mtljax.analysis.report_arms import _ci, _nanmean, _num
 
 METHODS = ("exhaustive", "pairs", "affinity")
+# The exact search is O(3^T) over task subsets (and an estimate covers all
+# 2^T - 1 groups): above this T only the affinity matrix is reported (CelebA's
+# 40 attributes).
+MAX_SEARCH_TASKS = 12
 
 
 def _eligible(runs: list[dict], config: dict) -> list[dict]:
@@ -224,6 +228,19 @@ def summarize(g: dict, runs: list[dict], metric_of: dict, sel_of: dict,
                 "flops": n["flops"]} for k, n in nets.items()}
   table = _relative(chosen, t_count, sign)
   hib = [hib_of.get(t, True) for t in names]
+  mtl = chosen.get(tuple(range(t_count)))
+  aff = _affinity(runs, names, mtl["lr"] if mtl else None)
+  if t_count > MAX_SEARCH_TASKS:
+    return {"tasks": names, "complete": False, "num_trained": len(table),
+            "num_groups": 2 ** t_count - 1, "seeds": seeds, "methods": [],
+            "networks": {}, "by_networks": [], "budgets": [],
+            "affinity": None if aff is None else {
+                **aff, "matrix": aff["matrix"].tolist()},
+            "cost": {"exhaustive": 2 ** t_count - 1,
+                     "pairs": t_count * (t_count + 1) // 2, "affinity": 1},
+            "note": f"T = {t_count} tasks: the exact search (O(3^T)) is out "
+                    f"of reach above T = {MAX_SEARCH_TASKS}; the affinity "
+                    "matrix only"}
   everything = search.all_groups(t_count)
   complete = all(k in table and np.isfinite(table[k][list(k)]).all()
                  for k in everything)
@@ -239,8 +256,6 @@ def summarize(g: dict, runs: list[dict], metric_of: dict, sel_of: dict,
         {k: table[k] for k in table if len(k) == 2})
     estimates["pairs"] = search.selections_by_networks(
         list(est), np.stack(list(est.values())), t_count)
-  mtl = chosen.get(tuple(range(t_count)))
-  aff = _affinity(runs, names, mtl["lr"] if mtl else None)
   if aff is not None:
     est = search.estimate_from_affinity(t_count, aff["matrix"])
     estimates["affinity"] = search.selections_by_networks(

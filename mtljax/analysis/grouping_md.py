@@ -64,6 +64,8 @@ def lines(c: dict) -> list[str]:
          "Regret: the best score for that many networks minus the "
          "selection's true score. Test Δm: % against STL, paired by seed.",
          ""]
+  if gr.get("note"):
+    out += [f"> note: {gr['note']}", ""]
   rows = []
   for r in gr["by_networks"]:
     for m in gr["methods"]:
@@ -71,8 +73,10 @@ def lines(c: dict) -> list[str]:
       rows.append([str(r["networks"]), _NAMES[m], *_cell(r.get(m), t),
                    fmt_ci(sel["vs_mtl"], 3, "+") if sel.get("vs_mtl") else "—",
                    fmt_ci(sel["test_mean"]) if sel.get("test_mean") else "—"])
-  out += _table(["networks", "method", "groups", "val score %", "regret",
-                 "test Δm % vs STL", "test Δ mean vs MTL", "test mean"], rows)
+  if rows:
+    out += _table(["networks", "method", "groups", "val score %", "regret",
+                   "test Δm % vs STL", "test Δ mean vs MTL", "test mean"],
+                  rows)
   if gr["budgets"]:
     rows = [[b["kind"], f"{b['budget']:,.0f}",
              *(_cell(b["exhaustive"], t)[:2] + [
