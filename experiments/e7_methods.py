@@ -27,7 +27,6 @@ The argument is "variant[,dataset]" (variant smoke, quick or full; dataset
 mtl_scenes, the default, or multi_mnist); the sweep runs both datasets.
 """
 
-from mtljax import config as config_lib
 from mtljax.study import presets
 
 DATASETS = ("mtl_scenes", "multi_mnist")
@@ -49,13 +48,7 @@ def method_arms(names=None) -> tuple:
 
 
 def _parse(arg):
-  variant, _, dataset = (arg or "quick").partition(",")
-  dataset = dataset or "mtl_scenes"
-  if dataset not in DATASETS:
-    raise config_lib.ConfigError(
-        f"experiments/e7_methods.py: unknown dataset {dataset!r}; expected "
-        f"one of {DATASETS}")
-  return presets.parse_arg(variant), dataset
+  return presets.parse_dataset_arg(arg, DATASETS, "experiments/e7_methods.py")
 
 
 def get_config(arg=None):

@@ -31,7 +31,6 @@ need a prepared TFDS copy of CelebA (experiments/celeb_a.py) and are not in
 the sweep.
 """
 
-from mtljax import config as config_lib
 from mtljax.study import presets
 
 DATASETS = ("mtl_scenes", "mtl_scenes/unrelated", "mtl_scenes/attributes",
@@ -43,13 +42,8 @@ CELEB_A9 = ("5_o_Clock_Shadow", "Black_Hair", "Blond_Hair", "Brown_Hair",
 
 
 def _parse(arg):
-  variant, _, dataset = (arg or "quick").partition(",")
-  dataset = dataset or "mtl_scenes"
-  if dataset not in DATASETS + CELEB_A:
-    raise config_lib.ConfigError(
-        f"experiments/e8_grouping.py: unknown dataset {dataset!r}; expected "
-        f"one of {DATASETS + CELEB_A}")
-  return presets.parse_arg(variant), dataset
+  return presets.parse_dataset_arg(arg, DATASETS + CELEB_A,
+                                   "experiments/e8_grouping.py")
 
 
 def _groups(variant: str, dataset: str) -> str:

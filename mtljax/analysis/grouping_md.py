@@ -13,14 +13,10 @@ import math
 
 import numpy as np
 
-from mtljax.analysis.report_md import _table, fmt_ci
+from mtljax.analysis.report_md import _f, _table, fmt_ci
 
 _NAMES = {"exhaustive": "exhaustive (trained groups)",
           "pairs": "pairs (HOA)", "affinity": "TAG affinity"}
-
-
-def _f(v) -> float:
-  return math.nan if v is None else float(v)
 
 
 def _scale(z: np.ndarray) -> int:

@@ -69,6 +69,23 @@ def parse_arg(arg: str | None) -> Variant:
   return VARIANTS[name]
 
 
+def parse_dataset_arg(arg: str | None, datasets, where: str
+                      ) -> tuple[Variant, str]:
+  """"variant[,dataset]" → (Variant, dataset); the dataset defaults to the
+  first of `datasets`.
+
+  Raises:
+    ConfigError: an unknown variant or dataset (`where` names the file).
+  """
+  variant, _, dataset = (arg or "quick").partition(",")
+  dataset = dataset or datasets[0]
+  if dataset not in datasets:
+    raise config_lib.ConfigError(
+        f"{where}: unknown dataset {dataset!r}; expected one of "
+        f"{tuple(datasets)}")
+  return parse_arg(variant), dataset
+
+
 def encoder(v: Variant) -> str:
   """The experiments' CNN, except in smoke runs.
 
