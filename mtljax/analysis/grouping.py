@@ -42,7 +42,6 @@ from mtljax.analysis import grouping_search as search
 from mtljax.analysis import stats
 from mtljax.analysis.report_arms import _ci, _nanmean, _num
 
-METHODS = ("exhaustive", "pairs", "affinity")
 # The exact search is O(3^T) over task subsets (and an estimate covers all
 # 2^T - 1 groups): above this T only the affinity matrix is reported (CelebA's
 # 40 attributes).
