@@ -17,7 +17,7 @@ from mtljax.methods import weightings as wts
 NEW = ("uw", "imtl_l", "dwa", "rlw", "gls", "famo")
 HPARAMS = {"static": (), "uw": ("s_lr",), "imtl_l": ("s_lr",),
            "dwa": ("temperature", "period"), "rlw": (), "gls": (),
-           "famo": ("w_lr", "gamma")}
+           "famo": ("w_lr", "gamma"), "target": ("task", "share")}
 # Static (int) hyperparameters for the rollouts: short DWA windows, so that
 # eight steps already use the ratio of two windows.
 STATIC = {"dwa": {"period": 2}}
@@ -487,3 +487,46 @@ def test_uw_and_imtl_l_are_one_method_under_s_to_minus_s():
     wu, su = uw.update(losses, su, mask=mask, step=k, key=None, lr=1e-2)
     wi, si = im.update(losses, si, mask=mask, step=k, key=None, lr=1e-2)
     np.testing.assert_array_equal(np.asarray(wu), np.asarray(wi))
+
+
+# ------------------------------------------------------------------ target
+
+
+def _target_reference(losses, mask, task, share):
+  """numpy: the target gets `share` of T' (the present count), the other
+  present tasks split the rest; 1 each when the target is absent or alone."""
+  w = np.zeros(mask.shape)
+  for k in range(mask.shape[0]):
+    present = np.flatnonzero(mask[k])
+    n = len(present)
+    aux = [t for t in present if t != task]
+    for t in present:
+      if task not in present or not aux:
+        w[k, t] = 1.0
+      elif t == task:
+        w[k, t] = share * n
+      else:
+        w[k, t] = (1 - share) * n / len(aux)
+  return w
+
+
+@pytest.mark.parametrize("task,share", [(0, 0.5), (1, 0.8), (2, 0.25)])
+def test_target_matches_numpy(task, share):
+  losses, masks = rand_losses(), rand_masks()
+  masks[2] = False
+  masks[2, task] = True          # the target alone: weight 1
+  masks[5, task] = False         # the target absent: 1 each
+  w, _ = run("target", losses, masks, hp={"task": task, "share": share})
+  np.testing.assert_allclose(np.asarray(w),
+                             _target_reference(losses, masks, task, share),
+                             rtol=1e-6)
+
+
+def test_target_share_of_the_loss():
+  """The defining property: with every task present, the target's weight
+  is `share` of the total, and the auxiliary tasks weigh alike."""
+  w, _ = run("target", rand_losses(), np.ones((K, T), bool),
+             hp={"task": 3, "share": 0.6})
+  w = np.asarray(w)
+  np.testing.assert_allclose(w[:, 3] / w.sum(1), 0.6, rtol=1e-6)
+  np.testing.assert_allclose(w[:, :3], w[:, :1].repeat(3, 1), rtol=1e-6)

@@ -4,7 +4,8 @@ Each returns per-task weights w [T] (0 for absent tasks); the step takes one
 backward pass of sum_t stop_gradient(w_t) * loss_t, where loss_t is task t's
 term under `loss.normalize` times `loss.task_weights`.
 
-Registered: "static" (1 per present task), "uw" (Kendall et al. 2018),
+Registered: "static" (1 per present task), "target" (a fixed share for one
+target task), "uw" (Kendall et al. 2018),
 "imtl_l" (Liu et al. 2021), "dwa" (Liu et al. 2019), "rlw" (Lin et al.
 2022), "gls" (Chennupati et al. 2019) and "famo" (Liu et al. 2023; the only
 one with an `after`). Each docstring gives the formula, the hyperparameters
@@ -34,6 +35,38 @@ def _static_update(losses, state, *, mask, step=None, key=None, lr=None):
 static = base.Weighting(lambda t: (), _static_update)
 registry.WEIGHTINGS.register("static", static)
 
+
+
+def _target_update(losses, state, *, mask, step=None, key=None, lr=None,
+                   task=0.0, share=0.5):
+  """Target weighting, for auxiliary learning: one task is the target and
+  the others only help it. The target (index `task`) gets the share `share`
+  of the weights and the other present tasks split the rest equally:
+  w_target = share * T', w_aux = (1 - share) * T' / (T' - 1). Scale: the T'
+  present weights sum to T', as with "static"; with the target absent or
+  alone, every present task weighs 1. Why a share and not a ratio: at a
+  50:1 label ratio the summed loss gives the target ~1% of the loss; the
+  share says what it gets instead, whatever T is. Both hyperparameters are
+  per-run values (`task` is rounded to the nearest index; one outside
+  0..T-1 picks no target, so every task weighs 1).
+  """
+  del step, key, lr
+  mask = jnp.asarray(mask, bool)
+  idx = jnp.round(jnp.asarray(task, jnp.float32)).astype(jnp.int32)
+  is_target = jnp.arange(losses.shape[-1]) == idx
+  n = jnp.sum(mask).astype(jnp.float32)
+  has_target = jnp.any(is_target & mask)
+  n_aux = n - has_target.astype(jnp.float32)
+  both = has_target & (n_aux > 0)
+  share = jnp.asarray(share, jnp.float32)
+  w = jnp.where(is_target, jnp.where(both, share * n, 1.0),
+                jnp.where(both, (1.0 - share) * n / jnp.maximum(n_aux, 1.0),
+                          1.0))
+  return _weights(w, mask, losses), state
+
+
+target = base.Weighting(lambda t: (), _target_update)
+registry.WEIGHTINGS.register("target", target)
 
 # --- UW, DWA, RLW, GLS, IMTL-L, FAMO ----------------------------------------
 # Shared conventions: an absent task's loss is replaced by a neutral value
