@@ -1,29 +1,42 @@
 """E1: one multi-task network vs separate single-task networks (the lecture's claim).
 
-MTL (one CNN of width w, 4 heads) against STL (4 CNNs of width w, one per task)
-and a parameter-matched STL (4 CNNs whose total size ≈ the MTL network), all
-trained side by side on the same batches, label masks and initial weights
-(paired by seed), at several training-set sizes.
+Four arms trained side by side on the same batches, label masks and initial
+weights (paired by seed):
+  * mtl: one CNN of width w with one head per task;
+  * stl: one CNN of width w per task (equal width);
+  * stl_matched: one CNN per task whose total size ≈ the MTL network (equal
+    parameters);
+  * mtl_matched: one MTL CNN as wide as its forward FLOPs ≈ the T STL
+    networks' (equal compute).
+Study v2 judges each kind on its own (mtljax/study/rules.py), on the
+synthetic scenes and on real digits (multi_mnist; E6 has scikit-learn's).
 
     mtljax sweep --config experiments/e1_mtl_vs_stl.py:quick --workdir w/e1
+
+The argument is "variant[,dataset]"; the sweep runs every dataset.
 """
 
 from mtljax.study import presets
 
+DATASETS = ("mtl_scenes", "multi_mnist")
+
 
 def get_config(arg=None):
-  v = presets.parse_arg(arg)
+  v, dataset = presets.parse_dataset_arg(arg, DATASETS,
+                                         "experiments/e1_mtl_vs_stl.py")
   c = presets.base(v)
   c.name = "e1_mtl_vs_stl"
-  c.data.name = "mtl_scenes"
-  c.modes = ("mtl", "stl", "stl_matched")
+  c.data.name = dataset
+  c.modes = ("mtl", "stl", "stl_matched", "mtl_matched")
   c.model.encoder = presets.encoder(v)
   c.model.width = 8
+  c.data.train_examples = presets.pick(v, {"smoke": 300, "quick": 2000,
+                                           "full": 2000})
   return c
 
 
 def get_sweep(h, arg=None):
-  v = presets.parse_arg(arg)
-  sizes = {"smoke": [300, 600], "quick": [2000],
-           "full": [500, 2000, 8000]}[v.name]
-  return h.sweep("data.train_examples", sizes)
+  v, _ = presets.parse_dataset_arg(arg, DATASETS,
+                                   "experiments/e1_mtl_vs_stl.py")
+  datasets = DATASETS if v.name != "smoke" else DATASETS[:1]
+  return h.sweep("data.name", list(datasets))

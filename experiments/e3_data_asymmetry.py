@@ -1,38 +1,94 @@
 """E3: data asymmetry. Claim: a big MTL gain needs far more auxiliary data.
 
-The target task (pedestrian, task 0) gets few labels; the three auxiliary
-tasks get as few (1×) or 10–50× more. The report gives the target task's
-paired MTL−STL difference per auxiliary budget.
+Study v2's design (docs/RESULTS.md, "Study v2"):
+  * every task in turn is the low-label target, so none is picked;
+  * the target has 100, 300 or 1,000 labels and the auxiliary tasks have as
+    many ("equal") or every training example labelled ("all");
+  * exposure is fixed: the training set has steps x batch / 8 examples, so
+    the target's labels are seen 8 times whatever their count (v1 spread
+    300 labels over 20,000 images: 1.3 passes);
+  * every network's checkpoint and learning rate are chosen on the
+    target's validation score (`train.selection_tasks`);
+  * three MTL losses: the lecture's summed loss (`per_example`, which gives
+    the target ~3% of the loss at 100 vs 3,200 labels), the per-task mean
+    (`per_task`: 1/T each), and a target-weighted loss (the `target`
+    weighting: half of the weights on the target). The last two are one
+    program, at "all" (with "equal" labels the summed loss already weighs
+    the tasks alike).
+STL learns the target only (`stl_tasks`). E5 adds the unrelated and
+shuffled controls at the same target difficulty, and the grouping issue's
+pair matrix (the target with one auxiliary task at a time) is E3's "pairs"
+variant: `experiments/e3_data_asymmetry.py:full,pairs`.
 
     mtljax sweep --config experiments/e3_data_asymmetry.py:quick --workdir w/e3
 """
 
 from mtljax.study import presets
 
-TARGET = 0  # pedestrian
+NUM_TASKS = 4  # mtl_scenes
+SIZES = {"smoke": [20], "quick": [100], "full": [100, 300, 1000]}
+TARGETS = {"smoke": [0], "quick": [0, 1, 2, 3], "full": [0, 1, 2, 3]}
 
 
-def budgets(target: int, aux: int) -> tuple:
-  return tuple(target if t == TARGET else aux for t in range(4))
+def _parse(arg):
+  return presets.parse_dataset_arg(
+      arg, ("mtl_scenes", "pairs"), "experiments/e3_data_asymmetry.py")
 
 
 def get_config(arg=None):
-  v = presets.parse_arg(arg)
+  v, variant = _parse(arg)
   c = presets.base(v)
-  c.name = "e3_data_asymmetry"
+  c.name = "e3_data_asymmetry" if variant != "pairs" else "e3_pairs"
   c.data.name = "mtl_scenes"
   c.modes = ("mtl", "stl")
   c.model.encoder = presets.encoder(v)
   c.model.width = 8
-  # Only the target's MTL − STL difference is read: STL learns the target.
-  c.stl_tasks = (TARGET,)
-  c.data.label_budget = budgets(*{"smoke": (50, 50), "quick": (200, 200),
-                                  "full": (300, 300)}[v.name])
+  c.data.train_examples = presets.target_train_examples(v)
+  c.stl_tasks = (0,)
+  c.train.selection_tasks = (0,)
+  c.data.label_budget = presets.target_budget(
+      NUM_TASKS, 0, presets.pick(v, SIZES)[0], -1)
+  if variant == "pairs":
+    # The pair matrix: every group of one or two tasks (the target with one
+    # auxiliary task at a time), beside MTL on all four and STL.
+    c.grouping.groups = "pairs"
+    c.stl_tasks = ()
   return c
 
 
+def target_fields(t: int) -> dict:
+  """The fields that make task t the target."""
+  return {"stl_tasks": (t,), "train.selection_tasks": (t,)}
+
+
+def _point(h, fields: dict):
+  return h.product([h.fixed(k, val) for k, val in fields.items()])
+
+
 def get_sweep(h, arg=None):
-  v = presets.parse_arg(arg)
-  target, auxes = {"smoke": (50, [50, 500]), "quick": (200, [200, 8000]),
-                   "full": (300, [300, 3000, 15000])}[v.name]
-  return h.sweep("data.label_budget", [budgets(target, a) for a in auxes])
+  v, variant = _parse(arg)
+  points = []
+  for t in presets.pick(v, TARGETS):
+    for n in presets.pick(v, SIZES):
+      if variant == "pairs":
+        # The same target labels, auxiliary tasks fully labelled; every
+        # 1- and 2-task network selects on the target where it has it.
+        points.append(_point(h, {
+            "train.selection_tasks": (t,),
+            "data.label_budget": presets.target_budget(NUM_TASKS, t, n, -1)}))
+        continue
+      for aux in ("equal", "all"):
+        budget = presets.target_budget(NUM_TASKS, t, n,
+                                       n if aux == "equal" else -1)
+        points.append(_point(h, {**target_fields(t),
+                                 "data.label_budget": budget,
+                                 "loss.normalize": "per_example",
+                                 "method_arms": ()}))
+        if aux == "all":
+          points.append(_point(h, {
+              **target_fields(t), "data.label_budget": budget,
+              "loss.normalize": "per_task",
+              "method_arms": (("target_weighted", {
+                  "weighting": "target",
+                  "weighting_hparams": {"task": float(t), "share": 0.5}}),)}))
+  return h.chain(*points)

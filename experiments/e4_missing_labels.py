@@ -19,12 +19,12 @@ def get_config(arg=None):
   c.loss.missing_policies = ("mask", "negative", "drop")
   c.model.encoder = presets.encoder(v)
   c.model.width = 8
-  c.data.train_examples = {"smoke": 600, "quick": 4000, "full": 4000}[v.name]
+  c.data.train_examples = {"smoke": 600, "quick": 4000, "full": 4000, "gpu": 4000}[v.name]
   c.data.label_fraction = (0.5,)
   return c
 
 
 def get_sweep(h, arg=None):
   v = presets.parse_arg(arg)
-  kept = {"smoke": [0.5], "quick": [0.5], "full": [0.7, 0.3]}[v.name]
+  kept = presets.pick(v, {"smoke": [0.5], "quick": [0.5], "full": [0.7, 0.3]})
   return h.sweep("data.label_fraction", [(k,) for k in kept])

@@ -169,6 +169,9 @@ def _parser() -> argparse.ArgumentParser:
                       "(quick by default) and print the verdict table")
   rp.add_argument("--full", action="store_true",
                   help="the full study (more seeds, data and steps)")
+  rp.add_argument("--profile", choices=("cpu", "gpu"), default="cpu",
+                  help="with --full: 'gpu' sizes the study for one "
+                  "accelerator (10 seeds, widths to 128, a 4-point grid)")
   rp.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
   rp.add_argument("--workdir", default=None,
                   help="default: workdirs/reproduce_quick or _full")
@@ -283,8 +286,13 @@ def _cmd_data(args) -> None:
 
 
 def _cmd_reproduce(args) -> None:
+  from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
   from mtljax.study import reproduce  # pylint: disable=g-import-not-at-top
   mode = "full" if args.full else ("smoke" if args.smoke else "quick")
+  if args.profile == "gpu":
+    if mode != "full":
+      raise config_lib.ConfigError("--profile gpu needs --full")
+    mode = "gpu"
   workdir = args.workdir or os.path.join("workdirs", f"reproduce_{mode}")
   only = args.only.split(",") if args.only else None
   reproduce.reproduce(mode, workdir, only=only, experiments=args.experiments)

@@ -37,22 +37,13 @@ def check_overrides(points: list[dict], overrides: dict) -> None:
         "edit get_sweep, or run one point with `mtljax train`")
 
 
-def run_sweep(base, points: list[dict], workdir: str,
-              extra: dict | None = None, *, overwrite: bool = False
-              ) -> list[str]:
-  """Trains every point; returns the point workdirs.
-
-  Args:
-    base: the validated base config (command-line overrides applied).
-    points: override dicts from the config's get_sweep.
-    workdir: parent directory of the point workdirs.
-    extra: command-line overrides, recorded in each point's condition.
-    overwrite: recompute points whose workdir was made by another config,
-      after moving their old contents to `<point>.old[.n]`.
+def prepare_sweep(base, points: list[dict], workdir: str,
+                  extra: dict | None = None, *, overwrite: bool = False
+                  ) -> list[tuple[dict, str, object]]:
+  """Checks every point before any trains: (point, name, resolved config).
 
   Raises:
-    ConfigError: a bad point (named), a command-line override of a swept
-      field, or a finished point made by another config (without overwrite).
+    ConfigError: as `run_sweep`.
   """
   check_overrides(points, extra or {})
   names = [config_lib.point_name(p) for p in points]
@@ -63,7 +54,7 @@ def run_sweep(base, points: list[dict], workdir: str,
   # too: a bad point 7 must not surface after an hour of points 1-6. So is
   # every finished point's config: a rerun with other settings must not
   # report the old results as if they were the new ones.
-  configs = []
+  out = []
   for point, name in zip(points, names):
     try:
       cfg, _ = preflight.resolve(
@@ -75,7 +66,36 @@ def run_sweep(base, points: list[dict], workdir: str,
           os.path.join(workdir, name), cfg,
           hint="Use another --workdir, or --overwrite to move the old "
           "results of each such point aside and recompute it.")
-    configs.append(cfg)
+    out.append((point, name, cfg))
+  return out
+
+
+def run_sweep(base, points: list[dict], workdir: str,
+              extra: dict | None = None, *, overwrite: bool = False,
+              prepared: list | None = None) -> list[str]:
+  """Trains every point; returns the point workdirs.
+
+  Args:
+    base: the validated base config (command-line overrides applied).
+    points: override dicts from the config's get_sweep.
+    workdir: parent directory of the point workdirs.
+    extra: command-line overrides, recorded in each point's condition.
+    overwrite: recompute points whose workdir was made by another config,
+      after moving their old contents to `<point>.old[.n]`.
+    prepared: `prepare_sweep`'s output for these arguments, when the caller
+      has checked the points already (`mtljax reproduce` checks every
+      experiment's before the first trains).
+
+  Raises:
+    ConfigError: a bad point (named), a command-line override of a swept
+      field, or a finished point made by another config (without overwrite).
+  """
+  if prepared is None:
+    prepared = prepare_sweep(base, points, workdir, extra,
+                             overwrite=overwrite)
+  points = [p for p, _, _ in prepared]
+  names = [n for _, n, _ in prepared]
+  configs = [c for _, _, c in prepared]
   dirs = []
   for i, (point, cfg, name) in enumerate(zip(points, configs, names)):
     pdir = os.path.join(workdir, name)

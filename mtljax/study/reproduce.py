@@ -1,14 +1,17 @@
-"""The reproduction of the lecture's claims: six experiments and a verdict table.
+"""The reproduction of the lecture's claims: the experiments and a verdict table.
 
-    mtljax reproduce            # quick: 5 seeds, small data, minutes on a CPU
-    mtljax reproduce --full     # the study behind docs/RESULTS.md, 10 seeds
+    mtljax reproduce                        # quick: minutes on a CPU
+    mtljax reproduce --full                 # the study behind docs/RESULTS.md
+    mtljax reproduce --full --profile gpu   # the same at one accelerator's scale
+    mtljax reproduce --only e7,e8           # the methods and grouping claims
 
 Each experiment's sweep (experiments/e*.py) is run into WORKDIR/<experiment>,
 reported there (report.md, report.json, plots/), and then each claim gets a
-verdict from the paired, seed-level statistics — "supported", "not
-supported" or "mixed" — written to WORKDIR/VERDICTS.md and verdicts.json and
-printed. The rules are fixed here, before any result is seen, and never
-tuned: a claim is supported only where 95% CIs of paired differences say so.
+verdict by study v2's rules (mtljax/study/rules.py, fixed before any v2
+result; the comparisons are built in claims.py): "supported", "not
+supported", "equivalent", "mixed" or "inconclusive", each with the rule
+that decided it. They are written to WORKDIR/VERDICTS.md and verdicts.json
+and printed.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ import logging
 import os
 import time
 
+import numpy as np
 
 from mtljax import config as config_lib
 from mtljax.analysis import report as report_lib
-from mtljax.analysis import stats
+from mtljax.study import claims
+from mtljax.study import rules
 from mtljax.run import sweep as sweep_lib
 from mtljax.run import writers
 
@@ -57,7 +62,9 @@ def experiments_dir(path: str | None = None) -> str:
       "repository's experiments/)")
 
 
-# (name, config file, baseline arm of its report)
+# (name, config file, baseline arm of its report). E7 and E8 are long (every
+# method; every task group) and run only when named: `--only e7,e8`; their
+# claims join the table whenever their results are in the workdir.
 EXPERIMENTS = (
     ("e1", "e1_mtl_vs_stl.py", "stl"),
     ("e2", "e2_width_sweep.py", "stl"),
@@ -65,201 +72,96 @@ EXPERIMENTS = (
     ("e4", "e4_missing_labels.py", "mtl"),
     ("e5", "e5_unrelated_tasks.py", "stl"),
     ("e6", "e6_digits.py", "stl"),
+    ("e9", "e9_positive_control.py", "stl"),
 )
-TARGET_TASK = "pedestrian"  # E3 and E5's low-label target (task 0)
+EXTRA_EXPERIMENTS = (
+    ("e7", "e7_methods.py", "mtl"),
+    ("e8", "e8_grouping.py", "stl"),
+)
+MODES = ("smoke", "quick", "full", "gpu")
 
 
-def _mean_diff(cond: dict, arm: str, task: str | None = None) -> dict | None:
-  comp = cond["comparisons"].get(arm)
-  if comp is None:
-    return None
-  return comp["mean"] if task is None else comp["per_task"][task]
-
-
-def _fmt(d: dict | None) -> str:
-  if d is None or d.get("mean_diff") is None:
-    return "n/a"
-  lo, hi = d.get("lo"), d.get("hi")
-  ci = (f" [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None
-        else "")
-  return f"{d['mean_diff']:+.3f}{ci}"
-
-
-def _sig(d: dict | None) -> int:
-  """+1 / -1 when the 95% CI of a paired difference excludes 0, else 0."""
-  if d is None or d.get("lo") is None or d.get("hi") is None:
-    return 0
-  return 1 if d["lo"] > 0 else (-1 if d["hi"] < 0 else 0)
-
-
-def _seed_diffs(cond: dict, arm: str, base: str, task: str) -> dict[int, float]:
-  a, b = cond["arms"].get(arm), cond["arms"].get(base)
-  if a is None or b is None:
-    return {}
-  va = dict(zip(a["seeds"], a["test"]["per_task"][task]["values"]))
-  vb = dict(zip(b["seeds"], b["test"]["per_task"][task]["values"]))
-  return {s: va[s] - vb[s] for s in va if s in vb
-          and va[s] is not None and vb[s] is not None}
-
-
-# ----------------------------------------------------------- claim rules.
-def verdict_sharing(summaries: dict) -> dict:
-  """Seed: one network for all tasks beats separate single-task networks."""
-  rows, signs = [], []
-  for exp in ("e1", "e6"):
-    for c in summaries.get(exp, {}).get("conditions", []):
-      for arm in ("stl", "stl_matched"):
-        if arm == "stl":
-          d = _mean_diff(c, "mtl")          # mtl − stl (baseline stl)
-        else:
-          d = _paired_vs(c, "mtl", "stl_matched")
-        if d is None:
-          continue
-        rows.append(f"{exp} {c['label']}: MTL − {arm.upper()} mean test AUC "
-                    f"{_fmt(d)}")
-        signs.append(_sig(d))
-  return _vote("sharing: one MTL network beats separate STL networks",
-               rows, signs)
-
-
-def _paired_vs(cond: dict, arm: str, base: str) -> dict | None:
-  a, b = cond["arms"].get(arm), cond["arms"].get(base)
-  if a is None or b is None:
-    return None
-  nan = lambda v: float("nan") if v is None else v
-  va = dict(zip(a["seeds"], map(nan, a["test"]["mean"]["values"])))
-  vb = dict(zip(b["seeds"], map(nan, b["test"]["mean"]["values"])))
-  seeds = [s for s in va if s in vb]
-  return stats.paired_diff([va[s] for s in seeds], [vb[s] for s in seeds])
-
-
-def _vote(claim: str, rows: list[str], signs: list[int]) -> dict:
-  if not signs:
-    v = "not tested"
-  elif all(s > 0 for s in signs):
-    v = "supported"
-  elif not any(s > 0 for s in signs):
-    v = "not supported"
-  else:
-    v = "mixed"
-  return {"claim": claim, "verdict": v, "evidence": rows}
-
-
-def verdict_size(summaries: dict) -> dict:
-  """Seed: MTL hurts only when the network is not big enough."""
-  claim = "size: MTL hurts only when the network is too small"
-  conds = summaries.get("e2", {}).get("conditions", [])
-  pts = []
-  for c in conds:
-    w = c["condition"].get("model.width")
-    d = _mean_diff(c, "mtl")
-    if w is not None and d is not None:
-      pts.append((w, d))
-  pts.sort()
-  rows = [f"width {w}: MTL − STL mean test AUC {_fmt(d)}" for w, d in pts]
-  if len(pts) < 2:
-    return {"claim": claim, "verdict": "not tested", "evidence": rows}
-  s = [_sig(d) for _, d in pts]
-  worse = [i for i, x in enumerate(s) if x < 0]
-  if s[-1] < 0:
-    v = "not supported"  # MTL still hurts at the largest width tested
-  elif worse and max(worse) < min(i for i, x in enumerate(s) if x >= 0):
-    v = "supported"
-  elif not worse:
-    v = "mixed"
-    rows.append("MTL was not significantly worse at any width tested, so the "
-                "'hurts when too small' half is not observed")
-  else:
-    v = "mixed"
-  return {"claim": claim, "verdict": v, "evidence": rows}
-
-
-def verdict_asymmetry(summaries: dict) -> dict:
-  """Seed: a big gain needs the other tasks to have much more data."""
-  claim = ("data: a big MTL gain on a task needs far more data on the other "
-           "tasks")
-  pts = []
-  for c in summaries.get("e3", {}).get("conditions", []):
-    budget = c["condition"].get("data.label_budget")
-    if budget is None:
-      continue
-    pts.append((budget[1], c))
-  pts.sort(key=lambda p: p[0])
-  rows = [f"aux labels/task {a}: target ({TARGET_TASK}) MTL − STL test AUC "
-          f"{_fmt(_mean_diff(c, 'mtl', TARGET_TASK))}" for a, c in pts]
-  if len(pts) < 2:
-    return {"claim": claim, "verdict": "not tested", "evidence": rows}
-  lo_d = _seed_diffs(pts[0][1], "mtl", "stl", TARGET_TASK)
-  hi_d = _seed_diffs(pts[-1][1], "mtl", "stl", TARGET_TASK)
-  seeds = sorted(set(lo_d) & set(hi_d))
-  growth = stats.paired_diff([hi_d[s] for s in seeds], [lo_d[s] for s in seeds])
-  rows.append(f"gain at most aux data − gain at equal data: {_fmt(growth)}")
-  gain_hi = _mean_diff(pts[-1][1], "mtl", TARGET_TASK)
-  if _sig(gain_hi) > 0 and _sig(growth) > 0:
-    v = "supported"
-  elif _sig(gain_hi) <= 0 and _sig(growth) <= 0:
-    v = "not supported"
-  else:
-    v = "mixed"
-  return {"claim": claim, "verdict": v, "evidence": rows}
-
-
-def verdict_missing(summaries: dict) -> dict:
-  """Seed: with "?" labels, sum the loss only over observed labels."""
-  claim = "missing labels: the masked loss beats '?'-as-negative and dropping"
-  rows, signs = [], []
-  for c in summaries.get("e4", {}).get("conditions", []):
-    for arm in ("mtl_negative", "mtl_drop"):
-      d = _mean_diff(c, arm)  # arm − mtl (masked): < 0 means mask is better
-      if d is None:
-        continue
-      rows.append(f"{c['label']}: {arm} − masked mean test AUC {_fmt(d)}")
-      signs.append(-_sig(d))
-  return _vote(claim, rows, signs)
-
-
-def verdict_features(summaries: dict) -> dict:
-  """Seed: MTL makes sense when the tasks share low-level features."""
-  claim = ("features: MTL helps when tasks share low-level features (and not "
-           "with unrelated or shuffled auxiliary tasks)")
-  by = {}
-  for c in summaries.get("e5", {}).get("conditions", []):
-    cond = c["condition"]
-    key = ("shuffled" if cond.get("data.shuffle_tasks") else
-           ("unrelated" if "unrelated" in cond.get("data.name", "") else
-            "shared"))
-    by[key] = _mean_diff(c, "mtl", TARGET_TASK)
-  rows = [f"{k}: target ({TARGET_TASK}) MTL − STL test AUC {_fmt(d)}"
-          for k, d in by.items()]
-  if "shared" not in by:
-    return {"claim": claim, "verdict": "not tested", "evidence": rows}
-  shared = _sig(by["shared"])
-  controls = [_sig(by[k]) for k in ("unrelated", "shuffled") if k in by]
-  if shared > 0 and all(x <= 0 for x in controls):
-    v = "supported"
-  elif shared <= 0:
-    v = "not supported"
-    rows.append("no significant MTL gain even with shared features")
-  else:
-    v = "mixed"
-  return {"claim": claim, "verdict": v, "evidence": rows}
-
-
-RULES = (verdict_sharing, verdict_size, verdict_asymmetry, verdict_missing,
-         verdict_features)
+def _not_tested(claim: str, exps: str) -> dict:
+  return {"claim": claim, "verdict": "not tested",
+          "rule": f"its experiment ({exps}) was not run", "comparisons": []}
 
 
 def verdicts(summaries: dict) -> list[dict]:
-  return [rule(summaries) for rule in RULES]
+  """Every claim's verdict(s) from the experiments' report summaries, by
+  the study-v2 rules (mtljax/study/rules.py; comparisons from claims.py).
+
+  Claims judged per kind (C1, C2, C3, C5, C8) give one verdict per kind.
+  """
+  out = []
+
+  def by_kind(claim, exps, comps, order=()):
+    if not any(e in summaries for e in exps.split(",")):
+      out.append(_not_tested(claim, exps))
+      return
+    vs = rules.verdict_by_kind(claim, comps)
+    if not vs:
+      out.append({**rules.verdict(claim, []), "rule": "no comparison"})
+    for k in sorted(vs, key=lambda k: (order.index(k) if k in order
+                                       else len(order), k)):
+      out.append(vs[k])
+
+  by_kind(claims.C1, "e1,e6", claims.sharing(summaries), claims.KINDS_C1)
+  by_kind(claims.C2, "e3", claims.asymmetry(summaries))
+  by_kind(claims.C3, "e3,e5", claims.features(summaries))
+  if "e4" in summaries:
+    out.append(rules.verdict(claims.C4, claims.missing(summaries)))
+  else:
+    out.append(_not_tested(claims.C4, "e4"))
+  by_kind(claims.C5, "e9", claims.positive_control(summaries))
+  if "e2" in summaries or "e6" in summaries:
+    comps, notes = claims.size(summaries)
+    out.append({**rules.verdict(claims.C6, comps), "notes": notes})
+  else:
+    out.append(_not_tested(claims.C6, "e2,e6"))
+  if "e7" in summaries:
+    out.append(rules.verdict_none_against(claims.C7,
+                                          claims.methods(summaries)))
+  else:
+    out.append(_not_tested(claims.C7, "e7: `mtljax reproduce --only e7`"))
+  by_kind(claims.C8, "e8", claims.grouping(summaries))
+  return out
+
+
+def _fmt_outcome(j: dict) -> str:
+  if j.get("mean") is None or not np.isfinite(j["mean"]):
+    return f"{j['name']}: n/a ({j['outcome']})"
+  ci = (f" [{j['lo']:+.3f}, {j['hi']:+.3f}]"
+        if j.get("lo") is not None and np.isfinite(j["lo"]) else "")
+  why = ""
+  if j["outcome"] == "inconclusive" and j["rule"].startswith("reference"):
+    why = f" ({j['rule']})"
+  return f"{j['name']}: {j['mean']:+.3f}{ci} → {j['outcome']}{why}"
 
 
 def verdict_table(vs: list[dict]) -> str:
-  lines = ["| claim | verdict | evidence (paired diff, 95% CI) |",
-           "|---|---|---|"]
+  """Markdown: claim, verdict, the rule that decided it, the evidence."""
+  lines = ["| claim | verdict | rule | evidence (paired diff per seed, 95% "
+           "CI → outcome) |", "|---|---|---|---|"]
   for v in vs:
-    lines.append(f"| {v['claim']} | **{v['verdict']}** | "
-                 f"{'<br>'.join(v['evidence']) or '—'} |")
+    ev = [_fmt_outcome(j) for j in v.get("comparisons", [])]
+    ev += [f"<i>{n}</i>" for n in v.get("notes", [])]
+    lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['rule']} | "
+                 f"{'<br>'.join(ev) or '—'} |")
   return "\n".join(lines)
+
+
+def _load_existing(workdir: str, name: str, baseline: str, title: str
+                   ) -> dict | None:
+  """The summary of an experiment already in `workdir` (E7/E8 run apart)."""
+  exp_dir = os.path.join(workdir, title)
+  if not os.path.isdir(exp_dir):
+    return None
+  try:
+    results = report_lib.load_results([exp_dir])
+  except (report_lib.ReportError, OSError):
+    return None
+  del name
+  return report_lib.summarize(results, baseline=baseline)
 
 
 def reproduce(mode: str, workdir: str, only=None,
@@ -275,33 +177,53 @@ def reproduce(mode: str, workdir: str, only=None,
   Returns:
     The verdicts (also written to workdir/verdicts.json and VERDICTS.md).
   """
+  if mode not in MODES:
+    raise config_lib.ConfigError(f"unknown reproduce mode {mode!r}; "
+                                 f"expected one of {MODES}")
   exp_root = experiments_dir(experiments)
   summaries, times = {}, {}
-  selected = [e for e in EXPERIMENTS if not only or e[0] in only]
-  if only and len(selected) != len(only):
+  every = EXPERIMENTS + EXTRA_EXPERIMENTS
+  selected = [e for e in every if e[0] in only] if only else list(EXPERIMENTS)
+  if only and len(selected) != len(set(only)):
     raise config_lib.ConfigError(
         f"--only: unknown experiment in {only!r}; expected names from "
-        f"{[e[0] for e in EXPERIMENTS]}")
-  # Validate every experiment and sweep before the first one trains.
+        f"{[e[0] for e in every]}")
+  # Validate every experiment and every sweep point (against its dataset)
+  # before the first one trains.
   plans = []
   for name, path, baseline in selected:
     spec = f"{os.path.join(exp_root, path)}:{mode}"
-    plans.append((name, baseline, config_lib.load_config(spec),
-                  config_lib.load_sweep(spec)))
+    cfg, points = config_lib.load_config(spec), config_lib.load_sweep(spec)
+    try:
+      prepared = sweep_lib.prepare_sweep(cfg, points,
+                                         os.path.join(workdir, cfg.name))
+    except config_lib.ConfigError as e:
+      raise config_lib.ConfigError(f"{name} ({path}:{mode}): {e}") from None
+    plans.append((name, baseline, cfg, points, prepared))
   os.makedirs(workdir, exist_ok=True)  # only once every plan is valid
-  for name, baseline, cfg, points in plans:
+  for name, baseline, cfg, points, prepared in plans:
     t0 = time.perf_counter()
     exp_dir = os.path.join(workdir, cfg.name)
     log.info("== %s: %d sweep point(s) -> %s", cfg.name, len(points), exp_dir)
-    sweep_lib.run_sweep(cfg, points, exp_dir)
+    sweep_lib.run_sweep(cfg, points, exp_dir, prepared=prepared)
     summaries[name] = report_lib.write_report(
         report_lib.load_results([exp_dir]), exp_dir, baseline=baseline,
         title=cfg.name)
     times[name] = time.perf_counter() - t0
+  # Experiments not run now but already in the workdir (an earlier
+  # invocation, or `--only e7,e8`) still count toward their claims.
+  for (name, path, baseline) in every:
+    if name not in summaries:
+      title = config_lib.load_config(
+          f"{os.path.join(exp_root, path)}:{mode}").name
+      found = _load_existing(workdir, name, baseline, title)
+      if found is not None:
+        summaries[name] = found
   vs = verdicts(summaries)
   table = verdict_table(vs)
   total = sum(times.values())
-  flag = {"full": " --full", "smoke": " --smoke"}.get(mode, "")
+  flag = {"full": " --full", "smoke": " --smoke",
+          "gpu": " --full --profile gpu"}.get(mode, "")
   text = (f"# Verdicts ({mode})\n\nCommand: `mtljax reproduce{flag}`; wall "
           f"time of this "
           f"invocation {total:.0f} s ("

@@ -33,6 +33,8 @@ Claim-specific rules:
   * C3 (MTL helps when the tasks share features) is judged as the contrast
     (shared − unrelated auxiliary tasks), per seed, at matched target
     difficulty (`contrast`).
+  * C7 (no MTL method beats tuned equal weighting) is one-sided
+    (`verdict_none_against`).
 
 `RULES_MARKDOWN` is this text for docs/RESULTS.md
 (scripts/make_results_doc.py includes it).
@@ -74,12 +76,15 @@ class Comparison:
     metric: the metric ("auc", "acc", "r2", ...).
     kind: for claims judged per kind (C1: "equal width", "equal
       parameters", "equal compute"); "" otherwise.
+    margin: the equivalence margin, where the difference is not in the
+      reference's metric (C8's Δm, in %: 1 point); None: `margin_for`.
   """
   name: str
   diffs: Sequence[float]
   reference: Sequence[float]
   metric: str = "auc"
   kind: str = ""
+  margin: float | None = None
 
 
 def margin_for(metric: str, reference_mean: float) -> float:
@@ -112,7 +117,7 @@ def judge(c: Comparison) -> dict:
   ref = np.asarray([x for x in c.reference if x is not None], np.float64)
   ref_mean = float(np.nanmean(ref)) if ref.size else math.nan
   mean, lo, hi, n = stats.mean_ci(list(c.diffs), 1 - ALPHA)
-  m = margin_for(c.metric, ref_mean)
+  m = margin_for(c.metric, ref_mean) if c.margin is None else c.margin
   out = {"name": c.name, "kind": c.kind, "metric": c.metric, "n": n,
          "mean": mean, "lo": lo, "hi": hi, "margin": m,
          "reference_mean": ref_mean, "tost_p": tost_p(c.diffs, m)}
@@ -164,6 +169,28 @@ def verdict(claim: str, comparisons: Sequence[Comparison]) -> dict:
   return combine(claim, [judge(c) for c in comparisons])
 
 
+def verdict_none_against(claim: str, comparisons: Sequence[Comparison]
+                         ) -> dict:
+  """For a claim that nothing beats a reference (C7: no method beats tuned
+  equal weighting): "supported" when some comparison is decisive and none
+  is "against" (each one favours the reference or is equivalent to it),
+  "not supported" when any is "against", "inconclusive" when none is
+  decisive.
+  """
+  judged = [judge(c) for c in comparisons]
+  out = combine(claim, judged)
+  decisive = {j["outcome"] for j in judged} - {"inconclusive"}
+  if decisive and "against" not in decisive:
+    out["verdict"] = "supported"
+    out["rule"] = ("no decisive comparison is against it"
+                   + out["rule"][out["rule"].index(" ("):])
+  elif "against" in decisive:
+    out["verdict"] = "not supported"
+    out["rule"] = ("a decisive comparison is against it"
+                   + out["rule"][out["rule"].index(" ("):])
+  return out
+
+
 def verdict_by_kind(claim: str, comparisons: Sequence[Comparison]
                     ) -> dict[str, dict]:
   """One verdict per comparison kind, never pooled (C1's rule)."""
@@ -188,7 +215,7 @@ def plateaued_widths(widths: Sequence[int], stl_means: Sequence[float],
 
 
 def contrast(name: str, shared: dict, unrelated: dict, reference: dict,
-             metric: str = "auc") -> Comparison:
+             metric: str = "auc", kind: str = "") -> Comparison:
   """C3's comparison: (shared − unrelated) per seed, paired by seed.
 
   Args:
@@ -199,7 +226,8 @@ def contrast(name: str, shared: dict, unrelated: dict, reference: dict,
   """
   seeds = sorted(set(shared) & set(unrelated))
   return Comparison(name, [shared[s] - unrelated[s] for s in seeds],
-                    [reference[s] for s in seeds if s in reference], metric)
+                    [reference[s] for s in seeds if s in reference], metric,
+                    kind)
 
 
 RULES_MARKDOWN = """\
@@ -238,4 +266,10 @@ Claim-specific rules:
   STL has plateaued: doubling the width gains STL less than the margin.
 * **C3** ("MTL helps when tasks share features") is judged as the contrast
   shared − unrelated auxiliary tasks, per seed, at matched target difficulty.
+* **C7** ("no MTL method beats tuned equal weighting") is one-sided: it is
+  supported when no decisive comparison is against it (every method is worse than
+  equal weighting or equivalent to it), and not supported when some method beats it.
+  This rule was added with the v2 claim list, before the v2 reproduction ran; E7's
+  earlier results (docs/METHODS.md) existed.
+* **C8**'s Δm comparison (against STL, in %) has an equivalence margin of 1 point.
 """
