@@ -62,9 +62,12 @@ def _steps_points(h, v):
 def get_sweep(h, arg=None):
   v, _ = _parse(arg)
   widths = presets.pick(v, WIDTHS)
-  datasets = ["mtl_scenes", "multi_mnist"] if v.name != "smoke" else [
-      "mtl_scenes"]
+  datasets = (["mtl_scenes", "multi_mnist"]
+              if v.name not in ("smoke", "quick") else ["mtl_scenes"])
   parts = [h.product([h.fixed("name", f"e2_width_sweep_{d}"),
                       h.fixed("data.name", d),
                       h.sweep("model.width", widths)]) for d in datasets]
-  return h.chain(*parts, _steps_points(h, v))
+  # The quick preview has no steps axis (its learning curves show the
+  # trend).
+  steps = [] if v.name == "quick" else _steps_points(h, v)
+  return h.chain(*parts, steps)

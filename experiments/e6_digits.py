@@ -25,6 +25,8 @@ def get_config(arg=None):
   c.model.width = 8
   c.data.train_examples = presets.pick(v, {"smoke": 300, "quick": 2000,
                                            "full": 4000})
+  if v.name == "quick":
+    c.modes = ("mtl", "stl")  # the quick preview: equal width only
   return c
 
 

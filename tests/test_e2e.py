@@ -135,12 +135,15 @@ def test_cli_sweep_report_and_print_commands(smoke_data_dir, tmp_path, capsys):
   for f in pngs:
     assert open(os.path.join(wd, "plots", f), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   summary = json.load(open(os.path.join(wd, "report.json")))
-  assert [c["condition"]["model.width"] for c in summary["conditions"]] == [1, 4]
+  assert [c["condition"].get("model.width") for c in summary["conditions"]
+          if c["experiment"] == "e2_width_sweep_mtl_scenes"] == [1, 4]
+  assert [c["condition"]["train.steps"] for c in summary["conditions"]
+          if c["experiment"] == "e2_steps"] == [3]
   capsys.readouterr()
   assert cli.main(["sweep", "--config", f"{E2}:smoke", "--workdir", wd,
                    "--print-commands"]) == 0
   cmds = capsys.readouterr().out.strip().splitlines()
-  assert len(cmds) == 2 and all(c.startswith("mtljax train --config") for c in cmds)
+  assert len(cmds) == 3 and all(c.startswith("mtljax train --config") for c in cmds)
   assert "--config.model.width=4" in cmds[1]
   # `mtljax report` on the sweep directory regenerates the same report.
   assert cli.main(["report", wd, "--out", str(tmp_path / "rep")]) == 0
@@ -168,13 +171,23 @@ def test_cli_user_errors_exit_2_without_traceback(tmp_path):
 @pytest.mark.slow
 def test_smoke_reproduction(smoke_data_dir, tmp_path):
   from mtljax.study import reproduce
+  from mtljax.study import rules
   vs = reproduce.reproduce("smoke", str(tmp_path / "repro"))
-  assert len(vs) == 5
-  assert all(v["verdict"] in ("supported", "not supported", "mixed",
-                              "not tested") for v in vs)
-  assert all(v["verdict"] != "not tested" for v in vs)
+  claims = [v["claim"].split()[0] for v in vs]
+  assert sorted(set(claims)) == [f"C{i}" for i in range(1, 9)]
+  assert all(v["verdict"] in rules.VERDICTS + ("not tested",) for v in vs)
+  # Every claim but the methods and grouping ones (run with --only) is
+  # judged from comparisons; C1 once per kind, never pooled.
+  tested = {c for c, v in zip(claims, vs) if v["verdict"] != "not tested"}
+  assert tested == {f"C{i}" for i in range(1, 7)}
+  assert [v["claim"].split("[")[1] for v in vs if v["claim"].startswith(
+      "C1")] == ["equal width]", "equal parameters]", "equal compute]"]
+  assert all(v["comparisons"] for v in vs
+             if v["verdict"] != "not tested" and not v["claim"].startswith(
+                 "C6"))
   text = open(tmp_path / "repro" / "VERDICTS.md").read()
-  assert "| claim | verdict |" in text
+  assert "| claim | verdict | rule |" in text
   for exp in ("e1_mtl_vs_stl", "e2_width_sweep", "e3_data_asymmetry",
-              "e4_missing_labels", "e5_unrelated_tasks", "e6_digits"):
+              "e4_missing_labels", "e5_unrelated_tasks", "e6_digits",
+              "e9_positive_control"):
     assert os.path.exists(tmp_path / "repro" / exp / "report.md")
