@@ -19,19 +19,18 @@ from mtljax.study import presets
 
 NUM_TASKS = 4
 # E3's target size at which the controls are trained (one of E3's SIZES).
-SIZE = {"smoke": 20, "quick": 100, "full": 300}
+SIZE = {"smoke": 20, "quick": 100, "full": 100, "gpu": 300}
 TARGETS = {"smoke": [0], "quick": [0, 2], "full": [0, 1, 2, 3]}  # as E3's
 
 
 def get_config(arg=None):
   v = presets.parse_arg(arg)
-  c = presets.base(v)
+  c = presets.target_base(v)
   c.name = "e5_unrelated_tasks"
   c.data.name = "mtl_scenes/unrelated"
   c.modes = ("mtl", "stl")
   c.model.encoder = presets.encoder(v)
   c.model.width = 8
-  c.data.train_examples = presets.target_train_examples(v)
   c.stl_tasks = (0,)
   c.train.selection_tasks = (0,)
   c.data.label_budget = presets.target_budget(NUM_TASKS, 0,

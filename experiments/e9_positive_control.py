@@ -19,19 +19,18 @@ classification's cross-entropy are not on one scale).
 from mtljax.study import presets
 
 DATASETS = {"mtl_scenes/attributes": 4, "multi_mnist": 2}
-SIZES = {"smoke": [20], "quick": [100], "full": [100, 300]}
+SIZES = {"smoke": [20], "quick": [100], "full": [100], "gpu": [100, 300]}
 
 
 def get_config(arg=None):
   v = presets.parse_arg(arg)
-  c = presets.base(v)
+  c = presets.target_base(v)
   c.name = "e9_positive_control"
   c.data.name = "mtl_scenes/attributes"
   c.modes = ("mtl", "stl")
   c.model.encoder = presets.encoder(v)
   c.model.width = 8
   c.loss.normalize = "per_task"
-  c.data.train_examples = presets.target_train_examples(v)
   c.stl_tasks = (0,)
   c.train.selection_tasks = (0,)
   c.data.label_budget = presets.target_budget(4, 0, presets.pick(v, SIZES)[0],

@@ -13,8 +13,9 @@ three scales mean the same thing everywhere::
     path tested in CI.
   * quick: the README's main command; all six experiments in about 5 minutes
     on 2 CPU cores: 5 seeds, 300 steps, one learning rate, fewer conditions.
-  * full:  the study behind docs/RESULTS.md, sized for about an hour on 2 CPU
-    cores: 5 seeds, 800 steps, a three-point learning-rate grid.
+  * full:  the study behind docs/RESULTS.md on 2 CPU cores: 5 seeds, 800
+    steps, a three-point learning-rate grid (two points for the many small
+    target conditions), fewer conditions than the gpu profile.
   * gpu:   the same study at the scale of one accelerator: 10 seeds, a
     four-point grid, wider networks (`mtljax reproduce --full --profile gpu`).
 
@@ -40,6 +41,9 @@ class Variant:
   learning_rates: tuple
   split_sizes: tuple          # (train, val, test) built for this scale
   eval_examples: int
+  # The grid of the target experiments (E3, E5, E9): their many small
+  # conditions get fewer points on a CPU (the gpu profile gives them all).
+  target_learning_rates: tuple = ()
 
 
 VARIANTS = {
@@ -56,7 +60,8 @@ VARIANTS = {
     # had the lower edge chosen in 13 of 15 MTL conditions.
     "full": Variant("full", num_seeds=5, steps=800, eval_every=100,
                     batch_size=32, learning_rates=(1e-3, 3e-3, 1e-2),
-                    split_sizes=(20000, 2000, 2000), eval_examples=2000),
+                    split_sizes=(20000, 2000, 2000), eval_examples=2000,
+                    target_learning_rates=(1e-3, 3e-3)),
     "gpu": Variant("gpu", num_seeds=10, steps=800, eval_every=100,
                    batch_size=32, learning_rates=(1e-3, 2e-3, 5e-3, 1e-2),
                    split_sizes=(20000, 2000, 2000), eval_examples=2000),
@@ -114,6 +119,16 @@ def target_train_examples(v: Variant) -> int:
   """
   # Smoke runs only check the path: a few batches' worth of examples.
   return max(4 * v.batch_size, v.steps * v.batch_size // TARGET_PASSES)
+
+
+def target_base(v: Variant):
+  """base(v) for a target experiment: its learning-rate grid, and the
+  training-set size that fixes the target's exposure."""
+  c = base(v)
+  if v.target_learning_rates:
+    c.optimizer.learning_rates = v.target_learning_rates
+  c.data.train_examples = target_train_examples(v)
+  return c
 
 
 def target_budget(num_tasks: int, target: int, n_target: int,

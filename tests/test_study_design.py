@@ -1,0 +1,85 @@
+"""Study v2's experiment design, as configs (experiments/e*.py): every task
+in turn is the target, the target's exposure is fixed, selection is on the
+target, and the arms and grids the issue asks for are there."""
+
+import os
+
+import pytest
+
+from mtljax import config as config_lib
+from mtljax.study import presets
+
+EXP = os.path.join(os.path.dirname(__file__), "..", "experiments")
+
+
+def points(name, variant):
+  spec = f"{os.path.join(EXP, name)}:{variant}"
+  base = config_lib.load_config(spec)
+  return [config_lib.apply_overrides(base, p)
+          for p in config_lib.load_sweep(spec)]
+
+
+@pytest.mark.parametrize("variant", ["full", "gpu"])
+def test_e3_every_task_is_the_target_at_fixed_exposure(variant):
+  cfgs = points("e3_data_asymmetry.py", variant)
+  v = presets.parse_arg(variant)
+  targets = set()
+  for c in cfgs:
+    (t,) = c.stl_tasks
+    targets.add(t)
+    assert tuple(c.train.selection_tasks) == (t,)
+    # The same number of draws per example whatever the target's labels:
+    # steps x batch / N = TARGET_PASSES.
+    assert c.data.train_examples * presets.TARGET_PASSES == (
+        c.train.steps * c.train.batch_size)
+    budget = c.data.label_budget
+    aux = {b for k, b in enumerate(budget) if k != t}
+    assert len(aux) == 1 and aux.pop() in (budget[t], -1)
+    assert 0 < budget[t] <= c.data.train_examples
+  assert targets == {0, 1, 2, 3}
+  sizes = {c.data.label_budget[c.stl_tasks[0]] for c in cfgs}
+  assert sizes == set(presets.pick(v, {"full": [100, 1000],
+                                       "gpu": [100, 300, 1000]}))
+  # The three losses: summed, per-task and target-weighted.
+  losses = {(c.loss.normalize, tuple(n for n, _ in c.method_arms))
+            for c in cfgs}
+  assert losses == {("per_example", ()), ("per_task", ("target_weighted",))}
+  for c in cfgs:
+    for _, f in c.method_arms:
+      assert f["weighting_hparams"]["task"] == c.stl_tasks[0]
+
+
+def test_e5_controls_match_e3s_targets():
+  e3 = {(c.stl_tasks[0], c.data.label_budget[c.stl_tasks[0]])
+        for c in points("e3_data_asymmetry.py", "full")}
+  e5 = points("e5_unrelated_tasks.py", "full")
+  kinds = set()
+  for c in e5:
+    t = c.stl_tasks[0]
+    assert (t, c.data.label_budget[t]) in e3
+    kinds.add("shuffled" if c.data.shuffle_tasks else c.data.name)
+    if c.data.shuffle_tasks:
+      assert t not in c.data.shuffle_tasks and len(c.data.shuffle_tasks) == 3
+  assert kinds == {"shuffled", "mtl_scenes/unrelated"}
+
+
+def test_e2_grids_and_widths():
+  cfgs = points("e2_width_sweep.py", "full")
+  assert all(len(c.optimizer.learning_rates) >= 3 for c in cfgs)
+  widths = sorted({c.model.width for c in cfgs if c.name.startswith(
+      "e2_width_sweep")})
+  assert widths[-1] >= 32
+  assert {c.train.steps for c in cfgs if c.name == "e2_steps"} == {200, 400}
+  gpu = points("e2_width_sweep.py", "gpu")
+  assert max(c.model.width for c in gpu) == 128
+  assert all(len(c.optimizer.learning_rates) >= 4 for c in gpu)
+  assert all(c.num_seeds == 10 for c in gpu)
+
+
+def test_e1_has_every_kind_and_e9_every_target():
+  (c, *_) = points("e1_mtl_vs_stl.py", "full")
+  assert set(c.modes) == {"mtl", "stl", "stl_matched", "mtl_matched"}
+  e9 = points("e9_positive_control.py", "full")
+  assert {(c.data.name, c.stl_tasks[0]) for c in e9} == {
+      ("mtl_scenes/attributes", t) for t in range(4)} | {
+          ("multi_mnist", 0), ("multi_mnist", 1)}
