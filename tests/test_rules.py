@@ -117,3 +117,26 @@ def test_contrast_pairs_by_seed():
                      {0: -0.01, 1: 0.0, 3: 0.5}, {0: 0.8, 1: 0.81, 2: 0.79})
   assert list(c.diffs) == pytest.approx([0.03, 0.03])
   assert list(c.reference) == [0.8, 0.81]
+
+
+def test_holm_turns_a_lone_chance_difference_inconclusive():
+  """Among many comparisons, one whose raw CI excludes 0 but whose
+  Holm-adjusted p does not is inconclusive; a strong one stays decisive;
+  the result matches Holm applied by hand."""
+  from mtljax.analysis import stats as st
+  rng = np.random.default_rng(0)
+  comps = [rules.Comparison(f"m{k}", list(rng.normal(0, 0.02, 5)),
+                            [0.8] * 5) for k in range(19)]
+  weak = [0.011, 0.019, 0.008, 0.015, 0.022]     # raw p ~ 0.003
+  comps.append(rules.Comparison("weak", weak, [0.8] * 5))
+  comps.append(rules.Comparison("strong", [-0.2, -0.21, -0.19, -0.2, -0.205],
+                                [0.8] * 5))
+  raw = [rules.judge(c) for c in comps]
+  assert raw[-2]["outcome"] == "favours" and raw[-1]["outcome"] == "against"
+  adj = rules.holm_adjust(raw, [c.diffs for c in comps])
+  p = [float(sp_stats.ttest_1samp(c.diffs, 0).pvalue) for c in comps]
+  np.testing.assert_allclose([j["p_holm"] for j in adj], st.holm(p))
+  assert adj[-1]["outcome"] == "against"
+  assert st.holm(p)[-2] >= 0.05 and adj[-2]["outcome"] == "inconclusive"
+  v = rules.verdict_none_against("C7", comps)
+  assert v["verdict"] == "not supported"

@@ -342,7 +342,8 @@ def grouping(summaries: dict) -> list[rules.Comparison]:
         continue
       out.append(rules.Comparison(
           f"{c['dataset']}: best selection ({len(sel['groups'])} networks) "
-          f"{key.replace('_', ' ')}", [v for v in ci["values"]
+          + ("− MTL" if key == "vs_mtl" else "Δm % vs STL"),
+          [v for v in ci["values"]
                                        if v is not None], ref,
           _mean_metric(summaries["e8"]), kind,
           margin=1.0 if key == "delta_m" else None))

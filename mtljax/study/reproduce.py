@@ -150,8 +150,7 @@ def verdict_table(vs: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def _load_existing(workdir: str, name: str, baseline: str, title: str
-                   ) -> dict | None:
+def _load_existing(workdir: str, baseline: str, title: str) -> dict | None:
   """The summary of an experiment already in `workdir` (E7/E8 run apart)."""
   exp_dir = os.path.join(workdir, title)
   if not os.path.isdir(exp_dir):
@@ -160,7 +159,6 @@ def _load_existing(workdir: str, name: str, baseline: str, title: str
     results = report_lib.load_results([exp_dir])
   except (report_lib.ReportError, OSError):
     return None
-  del name
   return report_lib.summarize(results, baseline=baseline)
 
 
@@ -216,7 +214,7 @@ def reproduce(mode: str, workdir: str, only=None,
     if name not in summaries:
       title = config_lib.load_config(
           f"{os.path.join(exp_root, path)}:{mode}").name
-      found = _load_existing(workdir, name, baseline, title)
+      found = _load_existing(workdir, baseline, title)
       if found is not None:
         summaries[name] = found
   vs = verdicts(summaries)
