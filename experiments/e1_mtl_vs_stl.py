@@ -42,6 +42,9 @@ def get_config(arg=None):
 def get_sweep(h, arg=None):
   v, _ = presets.parse_dataset_arg(arg, DATASETS,
                                    "experiments/e1_mtl_vs_stl.py")
-  # The quick preview (and smoke) train the scenes only.
-  datasets = DATASETS if v.name not in ("smoke", "quick") else DATASETS[:1]
+  if v.name == "smoke":
+    # The tests' two-point sweep (the path, not the datasets).
+    return h.sweep("data.train_examples", [300, 600])
+  # The quick preview trains the scenes only.
+  datasets = DATASETS if v.name != "quick" else DATASETS[:1]
   return h.sweep("data.name", list(datasets))
