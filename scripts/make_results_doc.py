@@ -47,8 +47,10 @@ def v1_verdicts(results_md: str) -> dict[str, tuple[str, str]]:
   return out
 
 
-def changed(previous: dict, current: list[dict], previous_name: str) -> str:
-  """The "What changed" section: each v1 claim's verdict beside v2's."""
+def changed(previous: dict, current: list[dict], previous_name: str,
+            preview: list[dict] | None = None) -> str:
+  """The "What changed" section: each v1 claim's verdict beside v2's (the
+  preview's, marked, where the main run did not test the claim)."""
   lines = [f"## What changed from study v1 ({previous_name})", "",
            "Each study-v1 claim's verdict beside study v2's, with the rule "
            "that decided v2's (per kind where v2 judges kinds apart). "
@@ -56,14 +58,18 @@ def changed(previous: dict, current: list[dict], previous_name: str) -> str:
            "| claim | v1 verdict | v2 verdict | changed | v2 rule |",
            "|---|---|---|---|---|"]
   for cid, (claim, old) in sorted(previous.items()):
-    for v in current:
-      if v["claim"].split()[0] != cid:
-        continue
+    mine = [v for v in current if v["claim"].split()[0] == cid
+            and v["verdict"] != "not tested"]
+    scale = ""
+    if not mine and preview:
+      mine = [v for v in preview if v["claim"].split()[0] == cid]
+      scale = " (quick preview)"
+    for v in mine:
       kind = v["claim"].split("[", 1)[1].rstrip("]") if "[" in v[
           "claim"] else ""
       lines.append(f"| {cid} {claim.split(':')[0]}"
                    + (f" [{kind}]" if kind else "")
-                   + f" | {old} | {v['verdict']} | "
+                   + f" | {old} | {v['verdict']}{scale} | "
                    + ("yes" if v["verdict"] != old else "no")
                    + f" | {v['rule']} |")
   return "\n".join(lines)
@@ -141,8 +147,10 @@ def main() -> None:
     parts.append(open(pv).read().replace("# Verdicts (", "## Preview verdicts (",
                                          1).strip())
   if args.previous:
+    pv = (json.load(open(os.path.join(args.preview, "verdicts.json")))[
+        "verdicts"] if args.preview else None)
     parts.append(changed(v1_verdicts(open(args.previous).read()),
-                         verdicts["verdicts"], args.previous))
+                         verdicts["verdicts"], args.previous, pv))
   if args.difficulty:
     rep = os.path.join(args.difficulty, "report.md")
     if os.path.exists(rep):
