@@ -45,8 +45,10 @@ def get_sweep(h, arg=None):
   for t in presets.pick(v, TARGETS):
     others = tuple(k for k in range(NUM_TASKS) if k != t)
     controls = (("mtl_scenes/unrelated", ()), ("mtl_scenes", others))
-    # The quick preview trains the unrelated control only.
-    for name, shuffle in controls[:1] if v.name == "quick" else controls:
+    # The CPU runs train the unrelated control (C3's rule); the gpu
+    # profile adds the shuffled one.
+    for name, shuffle in controls if v.name in ("gpu", "smoke") else (
+        controls[:1]):
       points.append(h.product([
           h.fixed("data.name", name), h.fixed("data.shuffle_tasks", shuffle),
           h.fixed("stl_tasks", (t,)), h.fixed("train.selection_tasks", (t,)),
