@@ -94,8 +94,9 @@ def verdicts(summaries: dict) -> list[dict]:
   """
   out = []
 
-  def by_kind(claim, exps, comps, order=()):
-    if not any(e in summaries for e in exps.split(",")):
+  def by_kind(claim, exps, comps, order=(), need_all=False):
+    have = [e in summaries for e in exps.split(",")]
+    if not (all(have) if need_all else any(have)):
       out.append(_not_tested(claim, exps))
       return
     vs = rules.verdict_by_kind(claim, comps)
@@ -107,7 +108,7 @@ def verdicts(summaries: dict) -> list[dict]:
 
   by_kind(claims.C1, "e1,e6", claims.sharing(summaries), claims.KINDS_C1)
   by_kind(claims.C2, "e3", claims.asymmetry(summaries))
-  by_kind(claims.C3, "e3,e5", claims.features(summaries))
+  by_kind(claims.C3, "e3,e5", claims.features(summaries), need_all=True)
   if "e4" in summaries:
     out.append(rules.verdict(claims.C4, claims.missing(summaries)))
   else:
