@@ -53,8 +53,8 @@ def _groups(variant: str, dataset: str) -> str:
   if dataset == "celeb_a40":
     return ""
   if dataset in ("digits_multilabel", "celeb_a9"):
-    return "all" if (variant, dataset) == ("full", "digits_multilabel") else (
-        "pairs")
+    return "all" if (variant in ("full", "gpu")
+                      and dataset == "digits_multilabel") else "pairs"
   return "all"
 
 
@@ -78,12 +78,13 @@ def get_config(arg=None):
     c.data.tfds.resize = (32, 32) if v.name == "smoke" else (64, 64)
     c.model.width = 16
     c.train.batch_size = 16 if v.name == "smoke" else 128
-    c.train.steps = {"smoke": 6, "quick": 2000, "full": 10000}[v.name]
+    c.train.steps = presets.pick(v, {"smoke": 6, "quick": 2000,
+                                     "full": 10000})
     c.train.eval_every = max(c.train.steps // 10, 3)
     c.train.checkpoint_every = max(c.train.steps // 5, 3)
     c.data.eval_examples = 5000
   c.grouping.groups = _groups(v.name, dataset)
-  c.grouping.max_tasks = 10 if v.name == "full" else 5
+  c.grouping.max_tasks = 10 if v.name in ("full", "gpu") else 5
   c.grouping.affinity_every = 2 if v.name == "smoke" else 10
   return c
 

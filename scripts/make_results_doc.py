@@ -62,8 +62,12 @@ def changed(previous: dict, current: list[dict], previous_name: str,
             and v["verdict"] != "not tested"]
     scale = ""
     if not mine and preview:
-      mine = [v for v in preview if v["claim"].split()[0] == cid]
+      mine = [v for v in preview if v["claim"].split()[0] == cid
+              and v["verdict"] != "not tested"]
       scale = " (quick preview)"
+    if not mine:
+      lines.append(f"| {cid} {claim.split(':')[0]} | {old} | not tested | — | "
+                   "its experiment did not run |")
     for v in mine:
       kind = v["claim"].split("[", 1)[1].rstrip("]") if "[" in v[
           "claim"] else ""

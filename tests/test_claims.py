@@ -144,7 +144,7 @@ def test_methods_verdict_is_one_sided():
     arms = {"mtl": arm(level(0.80)), "stl": arm(level(0.85))}
     arms.update({k: arm(level(x)) for k, x in levels.items()})
     return {"e7": summary(cond("e7_methods", arms))}
-  (same,) = [v for v in reproduce.verdicts(e7({"uw": 0.80, "pcgrad": 0.70}))
+  (same,) = [v for v in reproduce.verdicts(e7({"uw": 0.801, "pcgrad": 0.70}))
              if v["claim"].startswith("C7")]
   # EW ties uw (equivalent) and beats pcgrad: nothing beats it.
   assert [j["outcome"] for j in same["comparisons"]] == ["equivalent",
@@ -187,3 +187,50 @@ def test_claims_without_their_experiment_are_not_tested(present):
       {"C1", "C6"} if present else set())
   # C6 reads E2 and E6; with E1 only it is not tested either.
   assert untested == expected | ({"C6"} if present else set())
+
+
+def test_a_mixed_summary_still_judges_an_auc_condition_in_auc():
+  """A summary over datasets of several types reports "primary", whose
+  range would let a chance-level AUC through; the condition's own AUC
+  range applies."""
+  c = cond("e1_mtl_vs_stl", {"mtl": arm(level(0.45)),
+                             "stl": arm(level(0.50))})
+  s = {"metric": "primary", "conditions": [c]}
+  (v,) = [v for v in reproduce.verdicts({"e1": s})
+          if v["claim"].startswith("C1")]
+  assert v["comparisons"][0]["metric"] == "auc"
+  assert v["verdict"] == "inconclusive"
+
+
+def _e8_cond(dataset, groups, vs_mtl, delta_m):
+  sel = {"groups": groups, "val": 1.0,
+         "vs_mtl": {"values": list(vs_mtl)},
+         "delta_m": {"values": list(delta_m)}}
+  c = cond("e8_grouping", {"mtl": arm(level(0.7)), "stl": arm(level(0.8))},
+           dataset=dataset)
+  c["grouping"] = {"by_networks": [{"networks": 1, "exhaustive": sel}]}
+  return c
+
+
+def test_grouping_is_inconclusive_where_the_selection_is_the_reference():
+  stl_like = _e8_cond("mtl_scenes", [["a"], ["b"], ["c"], ["d"]],
+                      0.1 + NOISE, [0.0] * 5)
+  control = _e8_cond("mtl_scenes/unrelated", [["a", "b"], ["c", "d"]],
+                     0.1 + NOISE, 5 + NOISE)
+  comps = claims.grouping({"e8": summary(stl_like, control)})
+  assert {c.name.split(":")[0] for c in comps} == {"mtl_scenes"}
+  by = {c.kind: rules.judge(c) for c in comps}
+  assert by["vs all-in-one (MTL)"]["outcome"] == "favours"
+  dm = by["vs all-separate (STL, Δm %)"]
+  assert dm["outcome"] == "inconclusive" and "same networks" in dm["rule"]
+
+
+def test_c2_is_judged_on_the_growth_and_the_gains_are_context():
+  e3 = summary(
+      _target_cond("e3_data_asymmetry", 1, 100, 100, 0.70, 0.75),
+      _target_cond("e3_data_asymmetry", 1, 100, -1, 0.78, 0.75))
+  vs = {v["claim"]: v for v in reproduce.verdicts({"e3": e3})
+        if v["claim"].startswith("C2")}
+  assert [c.split("[")[1] for c in vs if c.startswith("C2 data")] == [
+      "growth with auxiliary data]"]
+  assert any(c.startswith("C2 context") for c in vs)

@@ -42,9 +42,10 @@ def test_tost_edge_cases():
 
 
 @pytest.mark.parametrize("diffs, outcome, rule", [
-    ([0.03, 0.04, 0.035, 0.05, 0.045, 0.04], "favours", "95% CI above 0"),
+    ([0.03, 0.04, 0.035, 0.05, 0.045, 0.04], "favours",
+     "difference above 0"),
     ([-0.03, -0.04, -0.035, -0.05, -0.045, -0.04], "against",
-     "95% CI below 0"),
+     "difference below 0"),
     ([0.001, -0.002, 0.0015, -0.001, 0.0005, 0.0], "equivalent", "TOST p="),
     ([0.05, -0.06, 0.04, -0.05, 0.06, -0.04], "inconclusive",
      "neither a difference nor equivalence"),
@@ -133,10 +134,51 @@ def test_holm_turns_a_lone_chance_difference_inconclusive():
                                 [0.8] * 5))
   raw = [rules.judge(c) for c in comps]
   assert raw[-2]["outcome"] == "favours" and raw[-1]["outcome"] == "against"
-  adj = rules.holm_adjust(raw, [c.diffs for c in comps])
+  adj = rules.holm_adjust(raw)
   p = [float(sp_stats.ttest_1samp(c.diffs, 0).pvalue) for c in comps]
   np.testing.assert_allclose([j["p_holm"] for j in adj], st.holm(p))
   assert adj[-1]["outcome"] == "against"
   assert st.holm(p)[-2] >= 0.05 and adj[-2]["outcome"] == "inconclusive"
   v = rules.verdict_none_against("C7", comps)
   assert v["verdict"] == "not supported"
+
+
+def test_equivalence_comes_before_a_difference_inside_the_margin():
+  """A tiny but consistent difference (t-test p < 0.05) inside the ±0.01
+  margin is "equivalent": it does not matter (rule 2 before 3)."""
+  d = [0.002, 0.0021, 0.0019, 0.002, 0.0022, 0.0018]
+  assert rules._p_diff(d) < 1e-5
+  j = rules.judge(Comparison("x", d, REF))
+  assert j["outcome"] == "equivalent"
+
+
+def test_identical_arms_are_inconclusive_not_equivalent():
+  j = rules.judge(Comparison("x", [0.0] * 5, REF[:5]))
+  assert j["outcome"] == "inconclusive" and "same networks" in j["rule"]
+  assert j["excluded"]
+
+
+def test_a_control_reference_at_the_floor_makes_the_contrast_inconclusive():
+  shared = {s: 0.05 + 0.001 * s for s in range(5)}
+  control = {s: -0.1 for s in range(5)}
+  ok = rules.contrast("c", shared, control, {s: 0.8 for s in range(5)},
+                      control_reference={s: 0.8 for s in range(5)})
+  floor = rules.contrast("c", shared, control, {s: 0.8 for s in range(5)},
+                         control_reference={s: 0.51 for s in range(5)})
+  assert rules.judge(ok)["outcome"] == "favours"
+  assert rules.judge(floor)["outcome"] == "inconclusive"
+
+
+def test_none_against_needs_every_open_comparison_decisive():
+  good = Comparison("a", [0.03, 0.04, 0.035, 0.05, 0.045], REF[:5])
+  wide = Comparison("b", [0.05, -0.06, 0.04, -0.05, 0.06], REF[:5])
+  floor = Comparison("c", [0.05, -0.06, 0.04, -0.05, 0.06], [0.5] * 5)
+  assert rules.verdict_none_against("C7", [good])["verdict"] == "supported"
+  # A comparison at the floor is set aside; a wide one blocks support.
+  assert rules.verdict_none_against("C7", [good, floor])["verdict"] == (
+      "supported")
+  assert rules.verdict_none_against("C7", [good, wide])["verdict"] == (
+      "inconclusive")
+  bad = Comparison("d", [-0.03, -0.04, -0.035, -0.05, -0.045], REF[:5])
+  assert rules.verdict_none_against("C7", [good, bad])["verdict"] == (
+      "not supported")

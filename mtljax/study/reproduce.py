@@ -107,7 +107,10 @@ def verdicts(summaries: dict) -> list[dict]:
       out.append(vs[k])
 
   by_kind(claims.C1, "e1,e6", claims.sharing(summaries), claims.KINDS_C1)
-  by_kind(claims.C2, "e3", claims.asymmetry(summaries))
+  c2 = claims.asymmetry(summaries)
+  by_kind(claims.C2, "e3", [c for c in c2 if c.kind == claims.C2_KIND])
+  by_kind(claims.C2_CONTEXT, "e3", [c for c in c2
+                                    if c.kind != claims.C2_KIND])
   by_kind(claims.C3, "e3,e5", claims.features(summaries), need_all=True)
   if "e4" in summaries:
     out.append(rules.verdict(claims.C4, claims.missing(summaries)))
@@ -116,7 +119,8 @@ def verdicts(summaries: dict) -> list[dict]:
   by_kind(claims.C5, "e9", claims.positive_control(summaries))
   if "e2" in summaries or "e6" in summaries:
     comps, notes = claims.size(summaries)
-    out.append({**rules.verdict(claims.C6, comps), "notes": notes})
+    out.append({**rules.verdict_none_against(claims.C6, comps),
+                "notes": notes})
   else:
     out.append(_not_tested(claims.C6, "e2,e6"))
   if "e7" in summaries:
@@ -134,8 +138,10 @@ def _fmt_outcome(j: dict) -> str:
   ci = (f" [{j['lo']:+.3f}, {j['hi']:+.3f}]"
         if j.get("lo") is not None and np.isfinite(j["lo"]) else "")
   why = ""
-  if j["outcome"] == "inconclusive" and j["rule"].startswith("reference"):
+  if j["outcome"] == "inconclusive" and j.get("excluded"):
     why = f" ({j['rule']})"
+  elif j.get("p_holm") is not None:
+    why = f" (Holm p={j['p_holm']:.2g}, TOST {j['tost_p_holm']:.2g})"
   return f"{j['name']}: {j['mean']:+.3f}{ci} → {j['outcome']}{why}"
 
 
@@ -204,9 +210,11 @@ def reproduce(mode: str, workdir: str, only=None,
     t0 = time.perf_counter()
     exp_dir = os.path.join(workdir, cfg.name)
     log.info("== %s: %d sweep point(s) -> %s", cfg.name, len(points), exp_dir)
-    sweep_lib.run_sweep(cfg, points, exp_dir, prepared=prepared)
+    dirs = sweep_lib.run_sweep(cfg, points, exp_dir, prepared=prepared)
+    # Only this sweep's points: a point of an earlier design left in the
+    # directory must not count.
     summaries[name] = report_lib.write_report(
-        report_lib.load_results([exp_dir]), exp_dir, baseline=baseline,
+        report_lib.load_results(dirs), exp_dir, baseline=baseline,
         title=cfg.name)
     times[name] = time.perf_counter() - t0
   # Experiments not run now but already in the workdir (an earlier

@@ -1,19 +1,27 @@
-"""Study v2's verdict rules, fixed before any v2 result (issue: study v2).
+"""Study v2's verdict rules (issue: study v2).
+
+Committed before any v2 result, then revised once, after the quick preview
+and before the CPU study's results (RULES_MARKDOWN lists the revisions).
 
 A claim is judged from *comparisons*, each one paired difference per seed
 (signed so that > 0 favours the claim) with the reference it is measured
-against (the STL arm's metric per seed). Each comparison gets one outcome by
-`judge`, in this order:
+against (the STL arm's metric per seed). Each comparison gets one outcome,
+in this order:
 
   1. "inconclusive" if the reference's mean lies outside its metric's range
      (`REFERENCE_RANGES`: off the floor and the ceiling; a target that no arm
-     learns, or one every arm learns perfectly, tells nothing);
-  2. "favours" if the 95% t-interval of the difference lies above 0;
-  3. "against" if it lies below 0;
-  4. "equivalent" if TOST (two one-sided t-tests, each at 5%) puts the
+     learns, or one every arm learns perfectly, tells nothing), if fewer
+     than 2 seeds pair up, or if the difference is exactly 0 on every seed
+     (the compared arms are the same networks);
+  2. "equivalent" if TOST (two one-sided t-tests, each at 5%) puts the
      difference inside ±margin (`margin_for`: 0.01 for AUC, 1% of the
-     reference's mean otherwise);
+     reference's mean otherwise): a difference inside the margin is not
+     one that matters, even when a t-test finds it;
+  3. "favours" if the t-test's p < 0.05 and the mean difference is > 0;
+  4. "against" if p < 0.05 and it is < 0;
   5. "inconclusive" otherwise: too wide for a difference or equivalence.
+Rules 2-5 use p-values Holm-adjusted over the comparisons of the same claim
+and kind that rule 1 did not settle (`holm_adjust`).
 
 `combine` turns a claim's outcomes into one verdict, ignoring the
 inconclusive ones:
@@ -27,12 +35,12 @@ Claim-specific rules:
   * C1 (one MTL network beats separate STL networks) is never pooled across
     unlike comparisons: equal width, equal parameters and equal compute each
     get their own verdict (`verdict_by_kind`).
-  * C6 (MTL hurts only when the network is too small) is judged only at
-    widths where STL has plateaued: doubling the width gains STL less than
-    the margin (`plateaued_widths`).
+  * C6 (MTL does not hurt once the network is big enough) is judged only at
+    widths where STL has plateaued (`plateaued_widths`), one-sided
+    (`verdict_none_against`).
   * C3 (MTL helps when the tasks share features) is judged as the contrast
-    (shared − unrelated auxiliary tasks), per seed, at matched target
-    difficulty (`contrast`).
+    (shared − unrelated auxiliary tasks), per seed, with both STL
+    references off the floor and the ceiling (`contrast`).
   * C7 (no MTL method beats tuned equal weighting) is one-sided
     (`verdict_none_against`).
 
@@ -78,6 +86,8 @@ class Comparison:
       parameters", "equal compute"); "" otherwise.
     margin: the equivalence margin, where the difference is not in the
       reference's metric (C8's Δm, in %: 1 point); None: `margin_for`.
+    also_reference: a second reference that must also lie off the floor and
+      the ceiling (C3: the control's STL metric); () for none.
   """
   name: str
   diffs: Sequence[float]
@@ -85,6 +95,7 @@ class Comparison:
   metric: str = "auc"
   kind: str = ""
   margin: float | None = None
+  also_reference: Sequence[float] = ()
 
 
 def margin_for(metric: str, reference_mean: float) -> float:
@@ -112,35 +123,89 @@ def tost_p(diffs: Sequence[float], margin: float) -> float:
   return float(max(lo, hi))
 
 
+def _p_diff(diffs) -> float:
+  """Two-sided one-sample t-test p-value of mean(diffs) = 0."""
+  d = np.asarray([x for x in diffs if x is not None and np.isfinite(x)],
+                 np.float64)
+  if len(d) < 2:
+    return math.nan
+  if np.ptp(d) == 0:
+    return 0.0 if d[0] != 0 else 1.0
+  return float(sp_stats.ttest_1samp(d, 0.0).pvalue)
+
+
+def _off_range(metric: str, values) -> str | None:
+  """Why a reference's mean is at the floor or the ceiling, or None."""
+  v = np.asarray([x for x in values if x is not None], np.float64)
+  mean = float(np.nanmean(v)) if v.size else math.nan
+  rng = REFERENCE_RANGES.get(metric)
+  if rng is not None and not (rng[0] <= mean <= rng[1]):
+    return (f"reference {metric} {mean:.3f} outside [{rng[0]:g}, "
+            f"{rng[1]:g}] (floor or ceiling)")
+  return None
+
+
+def _decide(out: dict, p: float, tost: float, m: float, where: str = ""
+            ) -> dict:
+  """Rules 2-5 from the (possibly Holm-adjusted) p-values."""
+  if tost < ALPHA:
+    return {**out, "outcome": "equivalent",
+            "rule": f"TOST{where} p={tost:.3g} < {ALPHA:g} within ±{m:.3g}"}
+  if p < ALPHA and out["mean"] > 0:
+    return {**out, "outcome": "favours",
+            "rule": f"difference above 0 (t-test{where} p={p:.3g})"}
+  if p < ALPHA and out["mean"] < 0:
+    return {**out, "outcome": "against",
+            "rule": f"difference below 0 (t-test{where} p={p:.3g})"}
+  return {**out, "outcome": "inconclusive",
+          "rule": f"CI [{out['lo']:+.3f}, {out['hi']:+.3f}]: t-test{where} "
+                  f"p={p:.3g}, TOST{where} p={tost:.3g} (margin ±{m:.3g}): "
+                  "neither a difference nor equivalence"}
+
+
 def judge(c: Comparison) -> dict:
-  """One comparison's outcome and the rule that decided it (module doc)."""
+  """One comparison's outcome and the rule that decided it (module doc),
+  before any correction for the other comparisons of its claim."""
   ref = np.asarray([x for x in c.reference if x is not None], np.float64)
   ref_mean = float(np.nanmean(ref)) if ref.size else math.nan
   mean, lo, hi, n = stats.mean_ci(list(c.diffs), 1 - ALPHA)
   m = margin_for(c.metric, ref_mean) if c.margin is None else c.margin
   out = {"name": c.name, "kind": c.kind, "metric": c.metric, "n": n,
          "mean": mean, "lo": lo, "hi": hi, "margin": m,
-         "reference_mean": ref_mean, "tost_p": tost_p(c.diffs, m)}
-  rng = REFERENCE_RANGES.get(c.metric)
-  if rng is not None and not (rng[0] <= ref_mean <= rng[1]):
-    return {**out, "outcome": "inconclusive",
-            "rule": f"reference {c.metric} {ref_mean:.3f} outside "
-                    f"[{rng[0]:g}, {rng[1]:g}] (floor or ceiling)"}
+         "reference_mean": ref_mean, "tost_p": tost_p(c.diffs, m),
+         "p": _p_diff(c.diffs), "excluded": True}
+  why = _off_range(c.metric, c.reference) or (
+      _off_range(c.metric, c.also_reference) if len(c.also_reference)
+      else None)
+  if why:
+    return {**out, "outcome": "inconclusive", "rule": why}
   if n < 2 or not np.isfinite(lo):
     return {**out, "outcome": "inconclusive",
             "rule": f"fewer than 2 paired seeds (n={n})"}
-  if lo > 0:
-    return {**out, "outcome": "favours", "rule": "95% CI above 0"}
-  if hi < 0:
-    return {**out, "outcome": "against", "rule": "95% CI below 0"}
-  if out["tost_p"] < ALPHA:
-    return {**out, "outcome": "equivalent",
-            "rule": f"TOST p={out['tost_p']:.3g} < {ALPHA:g} within "
-                    f"±{m:.3g}"}
-  return {**out, "outcome": "inconclusive",
-          "rule": f"CI [{lo:+.3f}, {hi:+.3f}] includes 0 and TOST p="
-                  f"{out['tost_p']:.3g} (margin ±{m:.3g}): neither a "
-                  "difference nor equivalence"}
+  d = [x for x in c.diffs if x is not None and np.isfinite(x)]
+  if all(x == 0 for x in d):
+    return {**out, "outcome": "inconclusive",
+            "rule": "identical on every seed: the compared arms are the "
+                    "same networks"}
+  return _decide({**out, "excluded": False}, out["p"], out["tost_p"], m)
+
+
+def holm_adjust(judged: Sequence[dict]) -> list[dict]:
+  """Rules 2-5 again under Holm's correction over one claim's (kind's)
+  comparisons: the difference p-values and the TOST p-values are each
+  Holm-adjusted over the comparisons that rule 1 (floor, ceiling, fewer
+  than 2 seeds, identical arms) did not settle, which keep their outcome.
+  """
+  live = [i for i, j in enumerate(judged) if not j["excluded"]]
+  nan1 = lambda p: 1.0 if not np.isfinite(p) else p
+  p = stats.holm([nan1(judged[i]["p"]) for i in live]) if live else []
+  t = stats.holm([nan1(judged[i]["tost_p"]) for i in live]) if live else []
+  out = [dict(j) for j in judged]
+  for k, i in enumerate(live):
+    j = {**out[i], "p_holm": float(p[k]), "tost_p_holm": float(t[k])}
+    out[i] = _decide(j, float(p[k]), float(t[k]), j["margin"],
+                     " (Holm)" if len(live) > 1 else "")
+  return out
 
 
 def combine(claim: str, judged: Sequence[dict]) -> dict:
@@ -165,65 +230,38 @@ def combine(claim: str, judged: Sequence[dict]) -> dict:
 
 
 def verdict(claim: str, comparisons: Sequence[Comparison]) -> dict:
-  """judge every comparison, then combine them."""
-  return combine(claim, [judge(c) for c in comparisons])
-
-
-def holm_adjust(judged: list[dict], diffs: Sequence[Sequence[float]]
-                ) -> list[dict]:
-  """Outcomes under Holm's family-wise correction over one claim's
-  comparisons: a difference counts only if its Holm-adjusted paired t-test
-  p-value is < ALPHA, equivalence only if its Holm-adjusted TOST p-value
-  is; others become "inconclusive". The floor and ceiling rule stands.
-  """
-  def p_diff(d):
-    d = np.asarray([x for x in d if x is not None and np.isfinite(x)])
-    if len(d) < 2:
-      return math.nan
-    if np.ptp(d) == 0:
-      return 0.0 if d[0] != 0 else 1.0
-    return float(sp_stats.ttest_1samp(d, 0.0).pvalue)
-  nan1 = lambda p: 1.0 if not np.isfinite(p) else p
-  pd = stats.holm([nan1(p_diff(d)) for d in diffs]) if judged else []
-  pe = stats.holm([nan1(j["tost_p"]) for j in judged]) if judged else []
-  out = []
-  for j, a, b in zip(judged, pd, pe):
-    j = {**j, "p_holm": float(a), "tost_p_holm": float(b)}
-    if j["rule"].startswith("reference") or j["outcome"] == "inconclusive":
-      out.append(j)
-    elif j["outcome"] in ("favours", "against") and a >= ALPHA:
-      out.append({**j, "outcome": "inconclusive", "rule":
-                  f"{j['rule']}, but Holm-adjusted p={a:.3g} >= {ALPHA:g}"})
-    elif j["outcome"] == "equivalent" and b >= ALPHA:
-      out.append({**j, "outcome": "inconclusive", "rule":
-                  f"{j['rule']}, but Holm-adjusted TOST p={b:.3g} >= "
-                  f"{ALPHA:g}"})
-    else:
-      out.append(j)
-  return out
+  """judge every comparison, correct for the claim's others (Holm), then
+  combine them."""
+  return combine(claim, holm_adjust([judge(c) for c in comparisons]))
 
 
 def verdict_none_against(claim: str, comparisons: Sequence[Comparison]
                          ) -> dict:
   """For a claim that nothing beats a reference (C7: no method beats tuned
-  equal weighting): "supported" when some comparison is decisive and none
-  is "against" (each one favours the reference or is equivalent to it),
-  "not supported" when any is "against", "inconclusive" when none is
-  decisive. Its many comparisons (every method on every dataset) are
-  Holm-corrected (`holm_adjust`), as E7's own report is.
+  equal weighting; C6: MTL does not hurt once STL has plateaued): with
+  Holm's correction, "not supported" when any comparison is "against";
+  "supported" only when every comparison that rule 1 did not settle is
+  decisive and none is "against" (each favours the claim or is equivalent);
+  "inconclusive" otherwise, so that missing evidence never reads as
+  support.
   """
-  judged = holm_adjust([judge(c) for c in comparisons],
-                       [c.diffs for c in comparisons])
+  judged = holm_adjust([judge(c) for c in comparisons])
   out = combine(claim, judged)
-  decisive = {j["outcome"] for j in judged} - {"inconclusive"}
-  if decisive and "against" not in decisive:
-    out["verdict"] = "supported"
-    out["rule"] = ("no decisive comparison is against it"
-                   + out["rule"][out["rule"].index(" ("):])
-  elif "against" in decisive:
+  tally = out["rule"][out["rule"].index(" ("):]
+  live = [j for j in judged if not j["excluded"]]
+  outcomes = {j["outcome"] for j in live}
+  if "against" in outcomes:
     out["verdict"] = "not supported"
-    out["rule"] = ("a decisive comparison is against it"
-                   + out["rule"][out["rule"].index(" ("):])
+    out["rule"] = "a comparison is against it" + tally
+  elif live and "inconclusive" not in outcomes:
+    out["verdict"] = "supported"
+    out["rule"] = ("every comparison favours it or is equivalent"
+                   + tally)
+  else:
+    out["verdict"] = "inconclusive"
+    out["rule"] = ("some comparison is neither against it nor decisive"
+                   if live else "no comparison off the floor and ceiling"
+                   ) + tally
   return out
 
 
@@ -251,37 +289,50 @@ def plateaued_widths(widths: Sequence[int], stl_means: Sequence[float],
 
 
 def contrast(name: str, shared: dict, unrelated: dict, reference: dict,
-             metric: str = "auc", kind: str = "") -> Comparison:
+             metric: str = "auc", kind: str = "",
+             control_reference: dict | None = None) -> Comparison:
   """C3's comparison: (shared − unrelated) per seed, paired by seed.
 
   Args:
     name: the comparison's label.
     shared / unrelated: {seed: MTL − STL on the target} with shared and
       with unrelated auxiliary tasks, at matched target difficulty.
-    reference: {seed: the target's STL metric}.
+    reference: {seed: the target's STL metric} with the shared tasks.
+    metric / kind: as `Comparison`'s.
+    control_reference: {seed: the control's target STL metric}, which must
+      lie off the floor and the ceiling too (a control target that STL does
+      not learn makes the contrast just the shared gain).
   """
   seeds = sorted(set(shared) & set(unrelated))
+  ctrl = control_reference or {}
   return Comparison(name, [shared[s] - unrelated[s] for s in seeds],
                     [reference[s] for s in seeds if s in reference], metric,
-                    kind)
+                    kind, also_reference=[ctrl[s] for s in seeds
+                                          if s in ctrl])
 
 
 RULES_MARKDOWN = """\
-## Study v2 verdict rules (fixed before any v2 result)
+## Study v2 verdict rules
 
-These rules are code in `mtljax/study/rules.py` and were committed before any study-v2
-result existed. A claim is judged from paired comparisons: per seed, a difference signed so
-that > 0 favours the claim, with the STL reference it is measured against. Each comparison
-gets one outcome, checked in this order:
+These rules are code in `mtljax/study/rules.py`. They were committed before any study-v2
+result existed, then revised once, after the quick preview and before the CPU study's
+results (the list at the end). A claim is judged from paired comparisons: per seed, a
+difference signed so that > 0 favours the claim, with the STL reference it is measured
+against. Each comparison gets one outcome, checked in this order:
 
 1. **inconclusive** if the reference's mean lies outside its range, at the floor or the
    ceiling. The ranges: AUC [0.6, 0.95], AP [0.2, 0.95], accuracy [0.2, 0.98],
-   R² [0.1, 0.95], primary [0.2, 0.95].
-2. **favours** if the 95% t-interval lies above 0.
-3. **against** if it lies below 0.
-4. **equivalent** if TOST (two one-sided t-tests, each at 5%) puts the difference within
-   ±0.01 AUC, or ±1% of the reference's mean for other metrics.
+   R² [0.1, 0.95], primary [0.2, 0.95]. Also inconclusive: fewer than 2 paired seeds, or a
+   difference of exactly 0 on every seed (the compared arms are the same networks).
+2. **equivalent** if TOST (two one-sided t-tests, each at 5%) puts the difference within
+   ±0.01 AUC, or ±1% of the reference's mean for other metrics. A difference inside the
+   margin is not one that matters, even where a t-test finds it.
+3. **favours** if the paired t-test gives p < 0.05 and the mean difference is above 0.
+4. **against** if p < 0.05 and it is below 0.
 5. **inconclusive** otherwise.
+
+Rules 2–5 use p-values that are Holm-adjusted over the comparisons of the same claim and
+kind that rule 1 left open.
 
 A claim's verdict ignores its inconclusive comparisons:
 
@@ -298,17 +349,33 @@ Claim-specific rules:
 * **C1** ("one MTL network beats separate networks") is not pooled across unlike
   comparisons. Equal width, equal parameters and equal compute each get a verdict of their
   own.
-* **C6** ("MTL hurts only when the network is too small") is judged only at widths where
-  STL has plateaued: doubling the width gains STL less than the margin.
+* **C2** ("a big gain needs far more auxiliary data") is judged on the growth: the target's
+  MTL − STL gain with all auxiliary labels minus the gain with as many as the target's. The
+  gains themselves, under each loss, are reported beside it as context ("C2 context").
 * **C3** ("MTL helps when tasks share features") is judged as the contrast
-  shared − unrelated auxiliary tasks, per seed, at matched target difficulty.
-* **C7** ("no MTL method beats tuned equal weighting") is one-sided: it is
-  supported when no decisive comparison is against it (every method is worse than
-  equal weighting or equivalent to it), and not supported when some method beats it.
-  Its comparisons (every method on every dataset) are Holm-corrected: a difference, or an
-  equivalence, counts only at a Holm-adjusted p < 0.05. This rule was added with the v2
-  claim list. E7's results (docs/METHODS.md, itself Holm-corrected) existed, and the
-  correction was added after the uncorrected rule was seen to turn 2 of 36 comparisons
-  into "against".
-* **C8**'s Δm comparison (against STL, in %) has an equivalence margin of 1 point.
+  shared − unrelated auxiliary tasks, per seed. Both targets' STL references must lie off
+  the floor and the ceiling.
+* **C6** is judged only at widths where STL has plateaued: doubling the width gains STL less
+  than the margin. There it is one-sided, like C7: "MTL does not hurt once the network is big
+  enough". The "hurts when too small" half is reported, not judged.
+* **C7** ("no MTL method beats tuned equal weighting") is one-sided. It is supported only
+  when every comparison that rule 1 left open favours equal weighting or is equivalent to
+  it. It is not supported when some method beats equal weighting, and is inconclusive
+  otherwise.
+* **C8**'s Δm comparison (against STL, in %) has an equivalence margin of 1 point. E8's
+  negative control (`mtl_scenes/unrelated`) is not part of C8.
+
+Revisions after the quick preview, before the CPU study's results, each prompted by a
+review of the code and the preview:
+
+* Holm's correction within each claim and kind. At first only C7 had it.
+* Equivalence before difference (rule 2). At first a difference inside the margin counted
+  as one.
+* Identical arms are inconclusive (rule 1). At first C8's selection that *is* STL came out
+  "equivalent" to STL.
+* C3's control reference gets the floor and ceiling check.
+* C2's verdict rests on the growth alone.
+* C6 and C7 are one-sided, and missing evidence never reads as support.
+* Per-condition metrics: a condition whose tasks share one metric (AUC) is judged in it,
+  even inside a summary that mixes datasets (which reports "primary").
 """
