@@ -90,7 +90,7 @@ def get_sweep(h, arg=None):
                                  "method_arms": ()}))
         # The other losses: at every size in the gpu profile, at the
         # scarcest target on a CPU (where the summed loss gives it least).
-        if aux == "all" and (v.name == "gpu" or (
+        if aux == "all" and (v.name in ("gpu", "smoke") or (
             v.name == "full" and n == min(presets.pick(v, SIZES)))):
           points.append(_point(h, {
               **target_fields(t), "data.label_budget": budget,
