@@ -108,7 +108,16 @@ def plot_curves(c: dict, curves: dict, path: str, colors=None) -> str | None:
       ax.set_ylabel(f"validation {sel}", fontsize=8)
   for k in range(n, rows * cols):
     axes[k // cols][k % cols].axis("off")
-  axes[0][0].legend(fontsize=7)
-  fig.suptitle(f"{c['experiment']} — {c['label']}: validation per task "
-               "(95% CI over seeds, each arm at its chosen rate)", fontsize=9)
-  return plots._save(fig, path)  # pylint: disable=protected-access
+  # One legend for the figure: an arm that learns only some tasks (STL of
+  # a target) is missing from the first panel.
+  handles = {}
+  for ax in axes.flat:
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(lab, h)
+  fig.legend(list(handles.values()), list(handles), fontsize=7,
+             loc="lower center", ncol=min(len(handles), 6), frameon=False)
+  fig.suptitle(plots.wrap(fig, f"{c['experiment']} — {c['label']}: "
+                          "validation per task (95% CI over seeds, each arm "
+                          "at its chosen rate)", 9), fontsize=9)
+  # pylint: disable-next=protected-access
+  return plots._save(fig, path, rect=(0, 0.06, 1, 0.95))

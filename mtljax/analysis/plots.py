@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -55,8 +56,15 @@ def auto_logx(x: Sequence[float]) -> bool:
   return bool(x.size and np.all(x > 0) and x.max() / x.min() > 10)
 
 
-def _save(fig, path: str) -> str:
-  fig.tight_layout()
+def wrap(fig, title: str, fontsize: float) -> str:
+  """`title` broken into lines that fit the figure's width (matplotlib
+  does not wrap; a long condition label would run off both edges)."""
+  per_line = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))
+  return textwrap.fill(title, per_line)
+
+
+def _save(fig, path: str, rect=None) -> str:
+  fig.tight_layout(**({"rect": rect} if rect else {}))
   fig.savefig(path, dpi=110)
   plt.close(fig)  # Reports draw many figures; open ones would pile up memory.
   return path
@@ -123,7 +131,7 @@ def _finish_lines(fig, ax, x, series, path, *, xlabel, ylabel, title, logx,
   _xaxis(ax, x, logx)
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
-  ax.set_title(title, fontsize=10)
+  ax.set_title(wrap(fig, title, 10), fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend()
   return _save(fig, path)
@@ -210,7 +218,7 @@ def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],
   ax.set_xticks(pos)
   ax.set_xticklabels(groups, rotation=20 if len(groups) > 6 else 0)
   ax.set_ylabel(ylabel)
-  ax.set_title(title, fontsize=10)
+  ax.set_title(wrap(fig, title, 10), fontsize=10)
   ax.grid(axis="y", alpha=0.3)
   ax.legend()
   return _save(fig, path)
