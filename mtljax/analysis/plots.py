@@ -327,3 +327,48 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
       continue  # nothing to draw
     paths.append(os.path.join("plots", fname))
   return paths
+
+
+OUTCOME_COLORS = {"favours": "#1b9e77", "against": "#d95f02",
+                  "equivalent": "#7570b3", "inconclusive": "#999999"}
+
+
+def forest(verdict: dict, path: str) -> str | None:
+  """One claim's comparisons as a forest plot: each paired difference's
+  mean and 95% CI (> 0 favours the claim), coloured by its outcome, with its
+  equivalence margin as a grey band. None if it has no comparison.
+
+  Args:
+    verdict: an entry of verdicts.json (`rules.combine`'s output).
+    path: the PNG to write.
+  """
+  rows = [j for j in verdict.get("comparisons", [])
+          if j.get("mean") is not None and np.isfinite(j["mean"])]
+  if not rows:
+    return None
+  fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.32 * len(rows)))
+  for i, j in enumerate(reversed(rows)):
+    m = j.get("margin")
+    if m is not None and np.isfinite(m):
+      ax.fill_betweenx([i - 0.35, i + 0.35], -m, m, color="0.88",
+                       linewidth=0)
+    lo, hi = j.get("lo"), j.get("hi")
+    err = None
+    if lo is not None and hi is not None and np.isfinite(lo):
+      err = [[j["mean"] - lo], [hi - j["mean"]]]
+    ax.errorbar([j["mean"]], [i], xerr=err, fmt="o", capsize=3,
+                color=OUTCOME_COLORS.get(j["outcome"], "k"))
+  ax.axvline(0, color="k", linewidth=0.8)
+  ax.set_yticks(range(len(rows)))
+  ax.set_yticklabels([textwrap.shorten(j["name"], 70)
+                      for j in reversed(rows)], fontsize=7)
+  ax.set_xlabel("paired difference (> 0 favours the claim), 95% CI; "
+                "grey: equivalence margin", fontsize=8)
+  handles = [plt.Line2D([], [], marker="o", linestyle="", color=c, label=o)
+             for o, c in OUTCOME_COLORS.items()
+             if any(j["outcome"] == o for j in rows)]
+  ax.legend(handles=handles, fontsize=7, loc="best")
+  ax.set_title(wrap(fig, f"{verdict['claim']}: {verdict['verdict']}", 9),
+               fontsize=9)
+  ax.grid(axis="x", alpha=0.3)
+  return _save(fig, path)
