@@ -234,3 +234,14 @@ def test_c2_is_judged_on_the_growth_and_the_gains_are_context():
   assert [c.split("[")[1] for c in vs if c.startswith("C2 data")] == [
       "growth with auxiliary data]"]
   assert any(c.startswith("C2 context") for c in vs)
+
+
+def test_forest_plot_of_a_verdict(tmp_path):
+  from mtljax.analysis import plots
+  c = cond("e1_mtl_vs_stl", {"mtl": arm(level(0.7)), "stl": arm(level(0.8)),
+                             "stl_matched": arm(level(0.75))})
+  vs = reproduce.verdicts({"e1": summary(c)})
+  path = plots.forest(vs[0], str(tmp_path / "f.png"))
+  assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  assert plots.forest({"claim": "x", "verdict": "not tested",
+                       "comparisons": []}, str(tmp_path / "g.png")) is None
