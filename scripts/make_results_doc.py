@@ -59,12 +59,13 @@ def changed(previous: dict, current: list[dict], previous_name: str,
            "| claim | v1 verdict | v2 verdict | changed | v2 rule |",
            "|---|---|---|---|---|"]
   for cid, (claim, old) in sorted(previous.items()):
-    mine = [v for v in current if v["claim"].split()[0] == cid
-            and v["verdict"] != "not tested"]
+    # The claim itself, not its context rows ("C2 context: ...").
+    own = lambda v: (v["claim"].split()[0] == cid
+                     and v["claim"].split()[1].rstrip(":") != "context")
+    mine = [v for v in current if own(v) and v["verdict"] != "not tested"]
     scale = ""
     if not mine and preview:
-      mine = [v for v in preview if v["claim"].split()[0] == cid
-              and v["verdict"] != "not tested"]
+      mine = [v for v in preview if own(v) and v["verdict"] != "not tested"]
       scale = " (quick preview)"
     if not mine:
       lines.append(f"| {cid} {claim.split(':')[0]} | {old} | not tested | — | "

@@ -59,7 +59,7 @@ def auto_logx(x: Sequence[float]) -> bool:
 def wrap(fig, title: str, fontsize: float) -> str:
   """`title` broken into lines that fit the figure's width (matplotlib
   does not wrap; a long condition label would run off both edges)."""
-  per_line = max(20, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))
+  per_line = max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))
   return textwrap.fill(title, per_line)
 
 
@@ -346,7 +346,7 @@ def forest(verdict: dict, path: str) -> str | None:
           if j.get("mean") is not None and np.isfinite(j["mean"])]
   if not rows:
     return None
-  fig, ax = plt.subplots(figsize=(8.5, 0.9 + 0.32 * len(rows)))
+  fig, ax = plt.subplots(figsize=(8.5, 1.6 + 0.32 * len(rows)))
   for i, j in enumerate(reversed(rows)):
     m = j.get("margin")
     if m is not None and np.isfinite(m):
@@ -368,7 +368,11 @@ def forest(verdict: dict, path: str) -> str | None:
              for o, c in OUTCOME_COLORS.items()
              if any(j["outcome"] == o for j in rows)]
   ax.legend(handles=handles, fontsize=7, loc="best")
-  ax.set_title(wrap(fig, f"{verdict['claim']}: {verdict['verdict']}", 9),
-               fontsize=9)
+  # A figure title: the axes sit right of the long labels, so an axes
+  # title centred on them would run off the figure.
+  title = wrap(fig, f"{verdict['claim']}: {verdict['verdict']}", 9)
+  fig.suptitle(title, fontsize=9)
   ax.grid(axis="x", alpha=0.3)
-  return _save(fig, path)
+  lines = title.count("\n") + 1  # ~0.17 in per line of 9 pt, + padding
+  top = 1 - (0.15 + 0.17 * lines) / fig.get_figheight()
+  return _save(fig, path, rect=(0, 0, 1, top))

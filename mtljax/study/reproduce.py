@@ -231,6 +231,8 @@ def reproduce(mode: str, workdir: str, only=None,
   total = sum(times.values())
   flag = {"full": " --full", "smoke": " --smoke",
           "gpu": " --full --profile gpu"}.get(mode, "")
+  if only:
+    flag += f" --only {','.join(only)}"
   text = (f"# Verdicts ({mode})\n\nCommand: `mtljax reproduce{flag}`; wall "
           f"time of this "
           f"invocation {total:.0f} s ("

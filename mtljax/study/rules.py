@@ -175,7 +175,8 @@ def judge(c: Comparison) -> dict:
          "reference_mean": ref_mean, "tost_p": tost_p(c.diffs, m),
          "p": _p_diff(c.diffs), "excluded": True}
   why = _off_range(c.metric, c.reference) or (
-      _off_range(c.metric, c.also_reference) if len(c.also_reference)
+      "control " + _off_range(c.metric, c.also_reference)
+      if len(c.also_reference) and _off_range(c.metric, c.also_reference)
       else None)
   if why:
     return {**out, "outcome": "inconclusive", "rule": why}
