@@ -42,16 +42,9 @@ def _parse(arg):
 
 def get_config(arg=None):
   v, variant = _parse(arg)
-  c = presets.target_base(v)
+  c = presets.target_base(v, "mtl_scenes", NUM_TASKS,
+                          presets.pick(v, SIZES)[0])
   c.name = "e3_data_asymmetry" if variant != "pairs" else "e3_pairs"
-  c.data.name = "mtl_scenes"
-  c.modes = ("mtl", "stl")
-  c.model.encoder = presets.encoder(v)
-  c.model.width = 8
-  c.stl_tasks = (0,)
-  c.train.selection_tasks = (0,)
-  c.data.label_budget = presets.target_budget(
-      NUM_TASKS, 0, presets.pick(v, SIZES)[0], -1)
   if variant == "pairs":
     # The pair matrix: every group of one or two tasks (the target with one
     # auxiliary task at a time), beside MTL on all four and STL.

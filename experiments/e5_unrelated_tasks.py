@@ -25,16 +25,9 @@ TARGETS = {"smoke": [0], "quick": [0, 2], "full": [0, 1, 2, 3]}  # as E3's
 
 def get_config(arg=None):
   v = presets.parse_arg(arg)
-  c = presets.target_base(v)
+  c = presets.target_base(v, "mtl_scenes/unrelated", NUM_TASKS,
+                          presets.pick(v, SIZE))
   c.name = "e5_unrelated_tasks"
-  c.data.name = "mtl_scenes/unrelated"
-  c.modes = ("mtl", "stl")
-  c.model.encoder = presets.encoder(v)
-  c.model.width = 8
-  c.stl_tasks = (0,)
-  c.train.selection_tasks = (0,)
-  c.data.label_budget = presets.target_budget(NUM_TASKS, 0,
-                                              presets.pick(v, SIZE), -1)
   return c
 
 

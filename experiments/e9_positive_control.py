@@ -25,17 +25,10 @@ SIZES = {"smoke": [20], "quick": [100], "full": [300], "gpu": [100, 300]}
 
 def get_config(arg=None):
   v = presets.parse_arg(arg)
-  c = presets.target_base(v)
+  c = presets.target_base(v, "mtl_scenes/attributes", 4,
+                          presets.pick(v, SIZES)[0])
   c.name = "e9_positive_control"
-  c.data.name = "mtl_scenes/attributes"
-  c.modes = ("mtl", "stl")
-  c.model.encoder = presets.encoder(v)
-  c.model.width = 8
   c.loss.normalize = "per_task"
-  c.stl_tasks = (0,)
-  c.train.selection_tasks = (0,)
-  c.data.label_budget = presets.target_budget(4, 0, presets.pick(v, SIZES)[0],
-                                              -1)
   return c
 
 

@@ -121,13 +121,23 @@ def target_train_examples(v: Variant) -> int:
   return max(4 * v.batch_size, v.steps * v.batch_size // TARGET_PASSES)
 
 
-def target_base(v: Variant):
-  """base(v) for a target experiment: its learning-rate grid, and the
-  training-set size that fixes the target's exposure."""
+def target_base(v: Variant, dataset: str, num_tasks: int, n_target: int):
+  """base(v) for a target experiment (E3, E5, E9): MTL and STL CNNs of
+  width 8, task 0 the target with n_target labels (the others all), STL on
+  the target only, selection on the target, the target grid, and the
+  training-set size that fixes the target's exposure. Sweep points move the
+  target (stl_tasks, train.selection_tasks, data.label_budget)."""
   c = base(v)
   if v.target_learning_rates:
     c.optimizer.learning_rates = v.target_learning_rates
   c.data.train_examples = target_train_examples(v)
+  c.data.name = dataset
+  c.modes = ("mtl", "stl")
+  c.model.encoder = encoder(v)
+  c.model.width = 8
+  c.stl_tasks = (0,)
+  c.train.selection_tasks = (0,)
+  c.data.label_budget = target_budget(num_tasks, 0, n_target, -1)
   return c
 
 
