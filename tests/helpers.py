@@ -8,6 +8,7 @@ from mtljax import config as config_lib
 from mtljax.core import parallel
 from mtljax.core import runs
 from mtljax.core import state as state_lib
+from mtljax.core import stem
 from mtljax.core import step as step_lib
 
 
@@ -31,7 +32,8 @@ def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
                run_map="vmap", encoder="mlp", dtype="float32",
                encoder_kwargs=None, method=None, normalize="per_example",
                task_weights=(), optimizer="adam", arch="hps",
-               arch_kwargs=None):
+               arch_kwargs=None, fuse_stem=False, width=None, norm=None,
+               depth=2):
   """A tiny program's compiled train step and initial state.
 
   Returns:
@@ -39,8 +41,10 @@ def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
     model_state.
   """
   cfg = config_lib.default_config()
-  cfg.model = tiny_model_cfg(encoder, 8 if encoder == "mlp" else 2, 2,
-                             dropout=dropout)
+  cfg.model = tiny_model_cfg(
+      encoder, width or (8 if encoder == "mlp" else 2), depth, dropout=dropout)
+  if norm:
+    cfg.model.encoder_kwargs = {"norm": norm}
   cfg.model.dtype = dtype
   if encoder_kwargs:
     cfg.model.encoder_kwargs = dict(encoder_kwargs)
@@ -66,7 +70,9 @@ def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
   spec = prog.method if prog.uses_method else None
   fn = step_lib.make_train_step(graphdef, tx, normalize=normalize,
                                 mesh=mesh, donate=False, run_map=run_map,
-                                method=spec)
+                                method=spec,
+                                fuse_stem=fuse_stem and stem.fusable(cfg.model),
+                                pool=(encoder_kwargs or {}).get("pool", "max"))
   return types.SimpleNamespace(
       prog=prog, fn=fn, config=cfg,
       state=state_lib.init_state(params, model_state, tx, spec, num_tasks),

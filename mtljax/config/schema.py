@@ -196,6 +196,9 @@ def default_config() -> ml_collections.ConfigDict:
   # vmap on accelerators, scan for convolutional encoders on CPU).
   # Results agree up to float rounding.
   c.train.run_map = "auto"
+  # Under "scan": compute the first convolution of all runs of a seed as one
+  # wide convolution (core/stem.py; same results up to float rounding).
+  c.train.fuse_stem = True
   return c
 
 
@@ -253,7 +256,8 @@ _NON_NEGATIVE = ("seed", "num_devices", "model.head_hidden",
 # run is meant to be resumed with "skip" (the halt message says so).
 COSMETIC_FIELDS = ("name", "data.data_dir", "data.in_memory", "train.progress",
                    "train.log_every", "arm_suffix", "train.run_map",
-                   "train.nonfinite_policy", "train.keep_checkpoints",
+                   "train.fuse_stem", "train.nonfinite_policy",
+                   "train.keep_checkpoints",
                    "train.warn_skipped_share", "grouping.param_budgets",
                    "grouping.flop_budgets")
 

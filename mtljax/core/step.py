@@ -81,11 +81,14 @@ def apply_missing_policy(labels, mask, policy, is_binary=None):
 
 
 def run_loss(graphdef, params, model_state, spec, batch, rng, *,
-             normalize: str, deterministic: bool = False, tasks=None):
+             normalize: str, deterministic: bool = False, tasks=None,
+             stage0=None):
   """One run's loss on one batch, restricted to the run's task group.
 
   `tasks` (the dataset's `mtljax.tasks.Task`s) gives each task's loss;
   None means every task is binary (the lecture's masked logistic loss).
+  `stage0` is the encoder's first stage's output, when the caller computed
+  it (core/stem.py).
 
   Returns:
     (loss, (per_task_loss [T], new_model_state)): the form that
@@ -102,7 +105,7 @@ def run_loss(graphdef, params, model_state, spec, batch, rng, *,
   mask = mask & (spec["task_mask"] > 0)
   logits, new_model_state = models.apply(
       graphdef, params, model_state, batch["image"], rng=rng,
-      deterministic=deterministic)
+      deterministic=deterministic, stage0=stage0)
   if "task_weights" in spec:
     # Static task weights: each task's per-label losses scaled by c_t, then
     # the same normalisation (task_loss stays each task's unweighted mean).
@@ -203,7 +206,8 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
 
 def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
                     donate: bool = True, run_map: str = "vmap",
-                    tasks=None, method=None) -> Callable:
+                    tasks=None, method=None,
+                    fuse_stem: bool = False, pool: str = "max") -> Callable:
   """The compiled, data-parallel step over all runs.
 
   Args:
@@ -220,6 +224,10 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
       aggregator, config.method); None or an inactive one: the classic
       step. With a method the state's opt_state must come from
       method_step.init_opt_state.
+    fuse_stem: under run_map "scan" (and with no method), compute each
+      seed's first CNN stages as one (core/stem.py). The caller checks
+      that the network is one that stem.fusable accepts.
+    pool: the CNN's pooling, for fuse_stem.
 
   Returns:
     jitted `step(state, specs, batch) -> (state, metrics)`. `state` is a
@@ -236,6 +244,11 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
         graphdef, tx, normalize=normalize, mesh=mesh, donate=donate,
         run_map=run_map, tasks=tasks, method=method)
   run_step = make_run_step(graphdef, tx, normalize=normalize, tasks=tasks)
+  fused_fn = None
+  if fuse_stem and run_map == "scan":
+    from mtljax.core import stem  # pylint: disable=g-import-not-at-top
+    fused_fn = stem.make_fused_step(graphdef, tx, normalize=normalize,
+                                    tasks=tasks, pool=pool)
   grads_fn = map_runs(make_run_grads(graphdef, normalize=normalize,
                                      tasks=tasks), "vmap",
                       (RUN, RUN, RUN, SEED, SHARED))
@@ -246,6 +259,8 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     # A single run is always stepped unrolled: a runs axis of size 1 only
     # costs (its bitcasts slow XLA:CPU's elementwise loops down).
     how = run_map if s_count * g_count > 1 else "unroll"
+    if how == "scan" and fused_fn is not None and g_count > 1:
+      return fused_fn(state, specs, batch)
     if how == "vmap":
       # One batched program; the guard is a per-run select (a cond would
       # become one under vmap anyway).
@@ -285,7 +300,8 @@ def jit_step(step_fn: Callable, mesh: Mesh, donate: bool) -> Callable:
                  donate_argnums=(0,) if donate else ())
 
 
-def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap") -> Callable:
+def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap", *,
+                 fuse_stem: bool = False, pool: str = "max") -> Callable:
   """Jitted `logits(params, model_state, images[N, ...]) -> [S, G, N, O]`.
 
   O is the number of head outputs (T when every task has one).
@@ -293,13 +309,18 @@ def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap") -> Callable:
   params and model_state have leading [S, G] axes (pass best_params with
   best_model_state); the network runs in inference mode (no dropout,
   BatchNorm's running statistics). Evaluation images are shared by every
-  run and split over "data".
+  run and split over "data". `fuse_stem` and `pool` as make_train_step's:
+  under "scan", each seed's first CNN stages run as one (core/stem.py).
   """
   def run_logits(params, model_state, images):
     return models.apply(graphdef, params, model_state, images,
                         deterministic=True)[0]
 
-  fn = map_runs(run_logits, run_map, (RUN, RUN, SHARED))
+  if fuse_stem and run_map == "scan":
+    from mtljax.core import stem  # pylint: disable=g-import-not-at-top
+    fn = stem.make_fused_logits(graphdef, pool)
+  else:
+    fn = map_runs(run_logits, run_map, (RUN, RUN, SHARED))
   rep = parallel.replicated(mesh)
   data = parallel.batch_sharding(mesh, example_axis=0)
   return jax.jit(fn, in_shardings=(rep, rep, data), out_shardings=rep)

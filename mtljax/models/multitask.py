@@ -66,17 +66,21 @@ class MultiTaskNet(nnx.Module):
     """
     return 0 if path and path[0] in _HEAD_PARAMS else None
 
-  def __call__(self, x, *, rng=None, deterministic=True):
-    return self.decode(self.encode(x, rng=rng, deterministic=deterministic),
+  def __call__(self, x, *, rng=None, deterministic=True, **encoder_kwargs):
+    return self.decode(self.encode(x, rng=rng, deterministic=deterministic,
+                                   **encoder_kwargs),
                        rng=rng, deterministic=deterministic)
 
   # The shared representation, for gradients taken with respect to it
   # (method.rep_grad): encode uses only shared parameters, decode only
   # per-task ones, and decode(encode(x)) is __call__(x), op for op.
-  def encode(self, x, *, rng=None, deterministic=True):
-    """[B, H, W, C] images → the encoder's features [B, F]."""
+  def encode(self, x, *, rng=None, deterministic=True, **encoder_kwargs):
+    """[B, H, W, C] images → the encoder's features [B, F].
+
+    `encoder_kwargs` go to the encoder (CNNEncoder's `stage0`).
+    """
     return self.encoder(x.astype(self.dtype), rng=rng,
-                        deterministic=deterministic)
+                        deterministic=deterministic, **encoder_kwargs)
 
   def decode(self, rep, *, rng=None, deterministic=True):
     """Features [B, F] → [B, O] float32 logits (the heads)."""
@@ -142,7 +146,8 @@ def graphdef(model_cfg: Any, image_shape, num_tasks):
   return nnx.split(abstract, nnx.Param, ...)[0]
 
 
-def apply(graphdef, params, model_state, x, *, rng=None, deterministic=True):
+def apply(graphdef, params, model_state, x, *, rng=None, deterministic=True,
+          stage0=None):
   """Pure forward pass: [B, H, W, C] images → [B, T] float32 logits.
 
   Args:
@@ -154,6 +159,8 @@ def apply(graphdef, params, model_state, x, *, rng=None, deterministic=True):
     deterministic: inference mode: no dropout, and BatchNorm normalises with
       its running statistics instead of the batch's (and leaves them as
       they are).
+    stage0: the encoder's first stage's output for `x`, computed by the
+      caller (core/stem.py); only for networks that `stem.fusable` accepts.
 
   Returns:
     (logits [B, O], new_model_state): O = Σ outputs per task (T when every
@@ -162,7 +169,8 @@ def apply(graphdef, params, model_state, x, *, rng=None, deterministic=True):
     statistics move towards the batch's).
   """
   net = nnx.merge(graphdef, params, model_state)
-  logits = net(x, rng=rng, deterministic=deterministic)
+  extra = {} if stage0 is None else {"stage0": stage0}
+  logits = net(x, rng=rng, deterministic=deterministic, **extra)
   return logits, nnx.to_pure_dict(nnx.split(net, nnx.Param, ...)[2])
 
 

@@ -45,6 +45,7 @@ from mtljax.core import parallel
 from mtljax.run import preflight
 from mtljax.run import results as results_lib
 from mtljax.core import run_map as run_map_lib
+from mtljax.core import stem as stem_lib
 from mtljax.core import runs as runs_lib
 from mtljax.core import state as state_lib
 from mtljax.core import step as step_lib
@@ -97,10 +98,16 @@ class _Program:
     if run_map == "auto":
       run_map = run_map_lib.default_run_map(
           models.is_convolutional(prog.model_cfg))
+    # Each seed's first CNN stages as one wide stage (core/stem.py).
+    fused = {"fuse_stem": (config.train.fuse_stem
+                           and stem_lib.fusable(prog.model_cfg)),
+             "pool": dict(prog.model_cfg.get("encoder_kwargs", {})
+                          or {}).get("pool", "max")}
     self.step_fn = step_lib.make_train_step(
         graphdef, tx, normalize=config.loss.normalize, mesh=mesh,
-        run_map=run_map, tasks=spec.tasks, method=method)
-    self.eval_fn = step_lib.make_eval_fn(graphdef, mesh, run_map)
+        run_map=run_map, tasks=spec.tasks, method=method,
+        **fused)
+    self.eval_fn = step_lib.make_eval_fn(graphdef, mesh, run_map, **fused)
     self.update_best = jax.jit(_update_best, donate_argnums=(0,))
     # TAG's lookahead affinity of the MTL runs (config.grouping).
     self.affinity = affinity_lib.Meter.for_program(
