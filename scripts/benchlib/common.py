@@ -44,7 +44,8 @@ FULL = dict(
     b7_torch_seeds=2,  # seeds whose PyTorch processes are timed (--b7-all)
     b2b_torch_compile=True,
     # opt: b1's MLP with 2 vmapped runs; the quick CNN with 4 scanned runs.
-    opt_mlp_runs=2, opt_cnn_runs=4, opt_rounds=5,
+    opt_mlp_runs=2, opt_cnn_runs=4, opt_rounds=5, opt_study_seeds=4,
+    opt_study_batch=32,
     # b8: a celeb_a-sized mock (64x64x3), 3 seeds x 256, streamed.
     b8_train=162770, b8_eval=(19867, 19962), b8_batch=256, b8_batches=50,
     b8_warmup=5, b8_chunk=1024, b8_in_memory="auto",
@@ -74,7 +75,8 @@ SMOKE = dict(
     b7_seeds=1, b7_steps=3, b7_width=2, b7_batch=16, b7_examples=256,
     b7_torch_tasks=(-1, 0), b7_torch_seeds=1,
     b2b_torch_compile=False,  # b1 already covers the torch.compile path
-    opt_mlp_runs=2, opt_cnn_runs=2, opt_rounds=2,
+    opt_mlp_runs=2, opt_cnn_runs=2, opt_rounds=2, opt_study_seeds=2,
+    opt_study_batch=8,
     b8_train=2000, b8_eval=(300, 300), b8_batch=64, b8_batches=4,
     b8_warmup=1, b8_chunk=128, b8_in_memory="never",
     methods_models={"cnn": (2, 2), "mlp": (8, 2)},
@@ -242,6 +244,8 @@ class JaxSetup:
     init: (graphdef, params, model_state) of state_lib.init_params for the
       same model, tasks, seeds and groups, to skip its compile when many
       steps of one model are built; copied (the step donates its state).
+    fuse_stem: the fused first CNN stage (core/stem.py); None: as training
+      does by default (on wherever stem.fusable and run_map is "scan").
 
   Attributes:
     step, state, specs, batch, mesh, graphdef, tx, num_runs, prog.
@@ -250,7 +254,8 @@ class JaxSetup:
   def __init__(self, *, encoder, width, depth, image_shape, tasks, batch,
                seeds=(0,), modes=("mtl",), dtype="float32", run_map="vmap",
                donate=True, num_devices=None, lrs=(1e-3,),
-               normalize="per_example", method=None, init=None):
+               normalize="per_example", method=None, init=None,
+               fuse_stem=None):
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -293,9 +298,13 @@ class JaxSetup:
     self.specs = jax.device_put(prog.specs(list(seeds)), rep)
     self.batch = parallel.global_batch(
         fake_batch(0, len(seeds), batch, image_shape, tasks), self.mesh)
+    from mtljax.core import stem  # pylint: disable=g-import-not-at-top
+    if fuse_stem is None:
+      fuse_stem = cfg.train.fuse_stem
     self.step = step_lib.make_train_step(
         self.graphdef, self.tx, normalize=normalize, mesh=self.mesh,
-        donate=donate, run_map=run_map, method=spec)
+        donate=donate, run_map=run_map, method=spec,
+        fuse_stem=fuse_stem and stem.fusable(cfg.model))
     self.num_runs = len(seeds) * prog.num_groups
     self.metrics = None
 

@@ -231,7 +231,17 @@ def section_opt(cfg, res):
              image_shape=cfg["b3_image"], tasks=cfg["tasks"],
              batch=cfg["b3_batch"], seeds=tuple(range(r_cnn)), run_map="scan")
   cnn_name = f"quick CNN w{cfg['cnn_width']}, {r_cnn} runs, scan"
+  # The study's program: every seed's MTL and 4 STL runs share its batch.
+  study = dict(cnn, seeds=tuple(range(cfg["opt_study_seeds"])),
+               modes=("mtl", "stl"), batch=cfg["opt_study_batch"])
+  study_name = (f"study CNN w{cfg['cnn_width']}, {cfg['opt_study_seeds']} "
+                f"seeds x (MTL + 4 STL), batch {cfg['opt_study_batch']}, "
+                "scan")
+
   cases = {
+      # (program, its setup, a patch for "off", or setup overrides for it)
+      "fused first stage (vs each run's own)": (
+          study_name, study, {"fuse_stem": False}),
       "custom matmul backward": (f"b1's MLP, {r_mlp} runs vmapped", mlp,
                                  (encoders, "_dot_general", plain_dot)),
       "custom conv backward": (cnn_name, cnn,
@@ -253,9 +263,12 @@ def section_opt(cfg, res):
   out = {}
   for name, (what, setup, patch) in cases.items():
     fns = {"on": JaxSetup(**setup).runner()}
-    with _patched(*patch):
-      fns["off"] = JaxSetup(**setup).runner()
-      fns["off"](1)  # traced and compiled while patched
+    if isinstance(patch, dict):
+      fns["off"] = JaxSetup(**dict(setup, **patch)).runner()
+    else:
+      with _patched(*patch):
+        fns["off"] = JaxSetup(**setup).runner()
+        fns["off"](1)  # traced and compiled while patched
     timed = interleaved(fns, rounds=cfg["opt_rounds"], target_s=cfg["target_s"])
     on, off = timed["on"]["median_s"], timed["off"]["median_s"]
     out[name] = {"program": what, "on_ms": on * 1e3, "off_ms": off * 1e3,
