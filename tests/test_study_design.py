@@ -4,6 +4,7 @@ target, and the arms and grids the issue asks for are there."""
 
 import os
 
+import numpy as np
 import pytest
 
 from mtljax import config as config_lib
@@ -85,3 +86,32 @@ def test_e1_has_every_kind_and_e9_every_target():
   assert {(c.data.name, c.stl_tasks[0]) for c in e9} == {
       ("mtl_scenes/attributes", t) for t in range(4)} | {
           ("multi_mnist", 0), ("multi_mnist", 1)}
+  # The follow-up: the attributes targets only, each regression loss over
+  # its target's variance (num_cars on {0..3}, stop_x on [0.12, 0.88]).
+  scaled = points("e9_positive_control.py", "full,scaled")
+  assert {(c.data.name, c.stl_tasks[0]) for c in scaled} == {
+      ("mtl_scenes/attributes", t) for t in range(4)}
+  for c in scaled:
+    np.testing.assert_allclose(c.loss.task_weights,
+                               (1, 1 / np.var(np.arange(4)), 1,
+                                1 / np.var(np.linspace(0.12, 0.88, 100001))),
+                               rtol=1e-3)
+    assert c.name.endswith("_scaled")
+  with pytest.raises(config_lib.ConfigError, match="unknown option"):
+    points("e9_positive_control.py", "full,scaledd")
+
+
+def test_quick_runs_the_experiments_its_scale_can_decide():
+  from mtljax.study import reproduce  # pylint: disable=g-import-not-at-top
+  names = lambda mode, only=(): [e[0] for e in
+                                 reproduce.selected_experiments(mode, only)]
+  assert names("quick") == ["e1", "e2", "e4", "e6"]
+  assert names("full") == names("smoke") == names("gpu") == [
+      "e1", "e2", "e3", "e4", "e5", "e6", "e9"]
+  assert names("quick", ("e3", "e7")) == ["e3", "e7"]
+  with pytest.raises(config_lib.ConfigError, match="unknown experiment"):
+    names("quick", ("e10",))
+  # The claims of experiments not run read "not tested", with the reason.
+  vs = reproduce.verdicts({})
+  assert {v["verdict"] for v in vs} == {"not tested"}
+  assert all("--full" in v["rule"] for v in vs)
