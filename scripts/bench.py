@@ -26,7 +26,10 @@ is in scripts/benchlib/, this file is the command line):
   b8   input pipeline memory: peak RSS of the train feed and evaluation
        splits on a celeb_a-sized mock (162,770 x 64x64x3), in a worker.
   opt  what the optimizations buy: each one switched off, side by side
-       with it switched on (custom matmul and convolution backward passes).
+       with it switched on (custom matmul and convolution backward passes,
+       the fused first CNN stage).
+  layers  the study CNN's run-step against the sum of its pieces (each
+       convolution's forward and gradients, ReLU + pool), each jitted alone.
   methods  every MTL method's step (loss weightings, gradient aggregators
        on parameter and on representation gradients) against equal
        weighting's, interleaved, for the CNN and the MLP at T = 4 and 10
@@ -61,6 +64,7 @@ if _REPO not in sys.path:
 from benchlib.common import (
     environment, err_text, FULL, load_average, SECTIONS, SMOKE)
 from benchlib.data import section_b8, worker_b8
+from benchlib.layers import section_layers
 from benchlib.mlp import section_b1, section_b2, section_b2b
 from benchlib.methods import section_methods
 from benchlib.runs import (
@@ -74,7 +78,8 @@ from benchlib.table import table
 _SECTION_FNS = {"b1": section_b1, "b2": section_b2, "b2b": section_b2b,
                 "b3": section_b3, "b4": section_b4, "b5": section_b5,
                 "b6": section_b6, "b7": section_b7, "b8": section_b8,
-                "opt": section_opt, "methods": section_methods}
+                "opt": section_opt, "layers": section_layers,
+                "methods": section_methods}
 
 
 def _worker_main(args, cfg) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "b8", "opt",
-            "methods")
+            "layers", "methods")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,13 @@ def test_sections_have_their_fields(smoke):
   assert res["b6"]["rows"]
   assert res["b7"]["mtljax_one_process_s"] > 0
   assert {"custom matmul backward", "custom conv backward",
-          "non-finite guard (vs none)"} <= set(res["opt"]["rows"])
+          "non-finite guard (vs none)",
+          "fused first stage (vs each run's own)"} <= set(res["opt"]["rows"])
+  lay = res["layers"]
+  assert len(lay["rows"]) == 2 and lay["sum_of_pieces_ms"] > 0
+  assert set(lay["run_step_ms"]) == {"one run", "study, plain scan",
+                                     "study, fused first stage"}
+  assert lay["rows"]["stage 0: 8x8, 3->2"]["dx_ms"] == 0  # never computed
   assert res["b2b"]["peak_bf16_matmul_gflops_per_s"]
   b8 = res["b8"]
   assert {"num_examples", "image_shape", "peak_rss_mb", "rss_mb",

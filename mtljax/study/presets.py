@@ -11,8 +11,9 @@ three scales mean the same thing everywhere::
 
   * smoke: a few steps on tiny splits with the MLP encoder; keeps the whole
     path tested in CI.
-  * quick: the README's main command; all six experiments in about 5 minutes
-    on 2 CPU cores: 5 seeds, 300 steps, one learning rate, fewer conditions.
+  * quick: the README's main command; E1, E2, E4 and E6 in under 5 minutes
+    on 2 CPU cores (reproduce.QUICK_EXPERIMENTS): 5 seeds, 240 steps, one
+    learning rate, fewer conditions.
   * full:  the study behind docs/RESULTS.md on 2 CPU cores: 5 seeds, 800
     steps, a three-point learning-rate grid (two points for the many small
     target conditions), fewer conditions than the gpu profile.
@@ -53,7 +54,7 @@ VARIANTS = {
     # A one-point grid: every arm gets the same rate (an equal, if trivial,
     # tuning budget). Quick is a preview at a small fixed budget; the
     # two-point grid is the full study's.
-    "quick": Variant("quick", num_seeds=5, steps=300, eval_every=100,
+    "quick": Variant("quick", num_seeds=5, steps=240, eval_every=80,
                      batch_size=32, learning_rates=(3e-3,),
                      split_sizes=(10000, 1000, 1000), eval_examples=1000),
     # A three-point grid around v1's choice: v1's two points (3e-3, 1e-2)

@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 BENCH_SCRIPT = os.path.join(REPO, "scripts", "bench.py")  # workers run it
 
 SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "b8", "opt",
-            "methods")
+            "layers", "methods")
 
 # Sizes. "full" is what docs/PERFORMANCE.md reports; "smoke" only checks that
 # every code path runs (its numbers mean nothing).
@@ -44,7 +44,7 @@ FULL = dict(
     b7_torch_seeds=2,  # seeds whose PyTorch processes are timed (--b7-all)
     b2b_torch_compile=True,
     # opt: b1's MLP with 2 vmapped runs; the quick CNN with 4 scanned runs.
-    opt_mlp_runs=2, opt_cnn_runs=4, opt_rounds=5, opt_study_seeds=4,
+    opt_mlp_runs=2, opt_cnn_runs=4, opt_rounds=5, opt_study_seeds=4, layer_rounds=30,
     opt_study_batch=32,
     # b8: a celeb_a-sized mock (64x64x3), 3 seeds x 256, streamed.
     b8_train=162770, b8_eval=(19867, 19962), b8_batch=256, b8_batches=50,
@@ -75,7 +75,7 @@ SMOKE = dict(
     b7_seeds=1, b7_steps=3, b7_width=2, b7_batch=16, b7_examples=256,
     b7_torch_tasks=(-1, 0), b7_torch_seeds=1,
     b2b_torch_compile=False,  # b1 already covers the torch.compile path
-    opt_mlp_runs=2, opt_cnn_runs=2, opt_rounds=2, opt_study_seeds=2,
+    opt_mlp_runs=2, opt_cnn_runs=2, opt_rounds=2, opt_study_seeds=2, layer_rounds=2,
     opt_study_batch=8,
     b8_train=2000, b8_eval=(300, 300), b8_batch=64, b8_batches=4,
     b8_warmup=1, b8_chunk=128, b8_in_memory="never",

@@ -106,6 +106,22 @@ def table(res) -> str:
       add(f"| {name} | {r['program']}{note} | {r['off_ms']:.2f} | "
           f"{r['on_ms']:.2f} | {r['speedup']:.2f} |")
     add("")
+  if "layers" in res:
+    b = res["layers"]
+    add(f"Layers — one run-step of the {b['program']}, piece by piece (ms, "
+        "median, each jitted alone)")
+    add("| stage | forward | weight grad | input grad | ReLU + pool, fwd+bwd |")
+    add("|---|---:|---:|---:|---:|")
+    for name, r in b["rows"].items():
+      add(f"| {name} | {r['fwd_ms']:.2f} | {r['dw_ms']:.2f} | "
+          f"{r['dx_ms']:.2f} | {r['relu_pool_ms']:.2f} |")
+    f = b["first_layer_fused"]
+    add(f"  sum of the pieces {b['sum_of_pieces_ms']:.2f} ms; the first layer "
+        f"fused over {f['runs']} runs: forward {f['fwd_ms_per_run']:.2f}, "
+        f"weight grad {f['dw_ms_per_run']:.2f} ms per run")
+    add("  run-step: " + "; ".join(f"{k} {v:.2f} ms"
+                                   for k, v in b["run_step_ms"].items()))
+    add("")
   if "b4" in res:
     b = res["b4"]
     add(f"B4 input pipeline — {b['program']}")
