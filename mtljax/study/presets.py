@@ -11,7 +11,7 @@ three scales mean the same thing everywhere::
 
   * smoke: a few steps on tiny splits with the MLP encoder; keeps the whole
     path tested in CI.
-  * quick: the README's main command; E1, E2, E4 and E6 in under 5 minutes
+  * quick: the README's main command; E1, E2 and E4 in under 5 minutes
     on 2 CPU cores (reproduce.QUICK_EXPERIMENTS): 5 seeds, 240 steps, one
     learning rate, fewer conditions.
   * full:  the study behind docs/RESULTS.md on 2 CPU cores: 5 seeds, 800
