@@ -121,3 +121,21 @@ def test_fused_eval_equals_the_plain_scan_eval():
       got.params, got.model_state, images)) for f in (False, True)]
   assert out[0].shape == out[1].shape == (2, 5, 24, 4)
   np.testing.assert_allclose(out[1], out[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_wide_stage_too_large_takes_the_plain_loop(monkeypatch):
+  # Above MAX_WIDE_BYTES (checked when traced) step and evaluation are the
+  # plain per-run scan: bit for bit, not merely close.
+  from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
+  s = step_setup(SHAPE, encoder="cnn", run_map="scan")
+  assert stem.fits(s.state.params, (16,) + SHAPE)
+  monkeypatch.setattr(stem, "MAX_WIDE_BYTES", 0)
+  assert not stem.fits(s.state.params, (16,) + SHAPE)
+  (ref, ref_m), (got, got_m) = both(BATCHES[:1])
+  assert max_diff(ref.params, got.params) == 0
+  assert max_diff(ref_m, got_m) == 0
+  images = fake_batch(9, 1, 24, SHAPE)["image"][0]
+  out = [np.asarray(step_lib.make_eval_fn(s.graphdef, s.mesh, "scan",
+                                          fuse_stem=f)(
+      got.params, got.model_state, images)) for f in (False, True)]
+  np.testing.assert_array_equal(out[0], out[1])

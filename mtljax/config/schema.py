@@ -196,7 +196,7 @@ def default_config() -> ml_collections.ConfigDict:
   # vmap on accelerators, scan for convolutional encoders on CPU).
   # Results agree up to float rounding.
   c.train.run_map = "auto"
-  # Under "scan": compute the first convolution of all runs of a seed as one
+  # Under "scan": compute the first CNN stage of all runs of a seed as one
   # wide convolution (core/stem.py; same results up to float rounding).
   c.train.fuse_stem = True
   return c

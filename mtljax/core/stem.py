@@ -32,6 +32,21 @@ from mtljax.models import encoders
 
 # Where the first convolution's parameters live in the params tree.
 STEM = ("encoder", "convs", 0)
+# The wide stage holds one seed's G runs' first-stage activations at once
+# (before pooling); above this size the step and the evaluation take the
+# plain per-run loop instead (e.g. ~90 grouping runs of width 64 on a chunk of
+# 1,024 evaluation images would need 24 GB).
+MAX_WIDE_BYTES = 1 << 30
+
+
+def fits(params, image_shape) -> bool:
+  """Whether one seed's wide stage for `image_shape` ([..., H, W, C] with
+  N examples before H) stays under MAX_WIDE_BYTES; params have [S, G]
+  leading axes."""
+  k = _get(params, STEM)["kernel"]
+  g_count, width = k.shape[1], k.shape[-1]
+  n, h, w = image_shape[-4], image_shape[-3], image_shape[-2]
+  return n * h * w * g_count * width * 4 <= MAX_WIDE_BYTES
 
 
 def fusable(model_cfg: Any) -> bool:
@@ -98,6 +113,7 @@ def make_fused_step(graphdef, tx, *, normalize: str, tasks=None,
   Returns:
     `step_fn(state, specs, batch) -> (state, metrics)`, not jitted (the
     caller jits it as the plain step), with step.make_train_step's results.
+    The caller checks `fits` (step.make_train_step does).
   """
   from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
   run_update = step_lib.make_run_update(tx)
@@ -175,15 +191,20 @@ def make_fused_step(graphdef, tx, *, normalize: str, tasks=None,
   return step_fn
 
 
-
 def make_fused_logits(graphdef, pool: str = "max") -> Callable:
   """step.make_eval_fn's `logits(params, model_state, images)`, fused.
 
   The evaluation images are shared by every run, so each seed's G first
   stages are one wide stage, as in training; the rest of each network is
-  scanned run by run. Returns [S, G, N, O] logits, not jitted.
+  scanned run by run. Returns [S, G, N, O] logits, not jitted. Above
+  MAX_WIDE_BYTES it is the plain per-run scan.
   """
   def logits(params, model_state, images):
+    if not fits(params, images.shape):
+      return map_runs(lambda p, ms, x: models.apply(
+          graphdef, p, ms, x, deterministic=True)[0], "scan",
+                      (RUN, RUN, run_map_lib.SHARED))(
+                          params, model_state, images)
     x = images.astype(jnp.float32)  # as MultiTaskNet.encode
 
     def per_seed(carry, xs):

@@ -249,6 +249,7 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     from mtljax.core import stem  # pylint: disable=g-import-not-at-top
     fused_fn = stem.make_fused_step(graphdef, tx, normalize=normalize,
                                     tasks=tasks, pool=pool)
+    fits = stem.fits
   grads_fn = map_runs(make_run_grads(graphdef, normalize=normalize,
                                      tasks=tasks), "vmap",
                       (RUN, RUN, RUN, SEED, SHARED))
@@ -259,7 +260,8 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     # A single run is always stepped unrolled: a runs axis of size 1 only
     # costs (its bitcasts slow XLA:CPU's elementwise loops down).
     how = run_map if s_count * g_count > 1 else "unroll"
-    if how == "scan" and fused_fn is not None and g_count > 1:
+    if (how == "scan" and fused_fn is not None and g_count > 1
+        and fits(state.params, batch["image"].shape)):
       return fused_fn(state, specs, batch)
     if how == "vmap":
       # One batched program; the guard is a per-run select (a cond would
