@@ -71,8 +71,7 @@ def step_setup(shape, *, num_tasks=4, modes=("mtl", "stl"), seeds=(0, 1),
   fn = step_lib.make_train_step(graphdef, tx, normalize=normalize,
                                 mesh=mesh, donate=False, run_map=run_map,
                                 method=spec,
-                                fuse_stem=fuse_stem and stem.fusable(cfg.model),
-                                pool=(encoder_kwargs or {}).get("pool", "max"))
+                                fuse_stem=fuse_stem and stem.fusable(cfg.model))
   return types.SimpleNamespace(
       prog=prog, fn=fn, config=cfg,
       state=state_lib.init_state(params, model_state, tx, spec, num_tasks),

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from mtljax import models
 from mtljax.core import run_map as run_map_lib
@@ -80,6 +81,13 @@ def _replace(tree, path, value):
   return out
 
 
+def _pool_of(graphdef, params, model_state) -> str:
+  """The CNN's pooling ("max" or "avg"), read off the network itself (run 0
+  of leaves with a leading runs axis; at trace time only)."""
+  one = jax.tree.map(lambda a: a[0], (params, model_state))
+  return nnx.merge(graphdef, *one).encoder.pool
+
+
 def _wide_stage(x, kernel, bias, pool):
   """The first stage (conv → ReLU → pool) of G runs at once.
 
@@ -102,13 +110,11 @@ def _wide_stage(x, kernel, bias, pool):
   return y.reshape(y.shape[:3] + (g_count, w))
 
 
-def make_fused_step(graphdef, tx, *, normalize: str, tasks=None,
-                    pool: str = "max") -> Callable:
+def make_fused_step(graphdef, tx, *, normalize: str, tasks=None) -> Callable:
   """The classic step, with each seed's first stages fused.
 
   Args:
     graphdef, tx, normalize, tasks: as step.make_train_step.
-    pool: the CNN encoder's pooling (model.encoder_kwargs.pool).
 
   Returns:
     `step_fn(state, specs, batch) -> (state, metrics)`, not jitted (the
@@ -134,6 +140,7 @@ def make_fused_step(graphdef, tx, *, normalize: str, tasks=None,
     """The G runs of one seed (leaves [G, ...]; batch without a runs axis)."""
     x = batch["image"].astype(jnp.float32)  # as MultiTaskNet.encode
     stem = _get(params, STEM)
+    pool = _pool_of(graphdef, params, model_state)
     h, stem_vjp = jax.vjp(lambda x, k, b: _wide_stage(x, k, b, pool), x,
                           stem["kernel"], stem.get("bias"))
 
@@ -191,7 +198,7 @@ def make_fused_step(graphdef, tx, *, normalize: str, tasks=None,
   return step_fn
 
 
-def make_fused_logits(graphdef, pool: str = "max") -> Callable:
+def make_fused_logits(graphdef) -> Callable:
   """step.make_eval_fn's `logits(params, model_state, images)`, fused.
 
   The evaluation images are shared by every run, so each seed's G first
@@ -210,7 +217,8 @@ def make_fused_logits(graphdef, pool: str = "max") -> Callable:
     def per_seed(carry, xs):
       p, ms = xs
       stem = _get(p, STEM)
-      h = _wide_stage(x, stem["kernel"], stem.get("bias"), pool)
+      h = _wide_stage(x, stem["kernel"], stem.get("bias"),
+                      _pool_of(graphdef, p, ms))
 
       def body(c, i):
         p_i, ms_i = run_map_lib._index((p, ms), i)  # pylint: disable=protected-access

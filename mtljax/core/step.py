@@ -207,7 +207,7 @@ def make_run_step(graphdef, tx: optax.GradientTransformation, *,
 def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
                     donate: bool = True, run_map: str = "vmap",
                     tasks=None, method=None,
-                    fuse_stem: bool = False, pool: str = "max") -> Callable:
+                    fuse_stem: bool = False) -> Callable:
   """The compiled, data-parallel step over all runs.
 
   Args:
@@ -227,7 +227,6 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
     fuse_stem: under run_map "scan" (and with no method), compute each
       seed's first CNN stages as one (core/stem.py). The caller checks
       that the network is one that stem.fusable accepts.
-    pool: the CNN's pooling, for fuse_stem.
 
   Returns:
     jitted `step(state, specs, batch) -> (state, metrics)`. `state` is a
@@ -248,7 +247,7 @@ def make_train_step(graphdef, tx, *, normalize: str, mesh: Mesh,
   if fuse_stem and run_map == "scan":
     from mtljax.core import stem  # pylint: disable=g-import-not-at-top
     fused_fn = stem.make_fused_step(graphdef, tx, normalize=normalize,
-                                    tasks=tasks, pool=pool)
+                                    tasks=tasks)
     fits = stem.fits
   grads_fn = map_runs(make_run_grads(graphdef, normalize=normalize,
                                      tasks=tasks), "vmap",
@@ -303,7 +302,7 @@ def jit_step(step_fn: Callable, mesh: Mesh, donate: bool) -> Callable:
 
 
 def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap", *,
-                 fuse_stem: bool = False, pool: str = "max") -> Callable:
+                 fuse_stem: bool = False) -> Callable:
   """Jitted `logits(params, model_state, images[N, ...]) -> [S, G, N, O]`.
 
   O is the number of head outputs (T when every task has one).
@@ -311,7 +310,7 @@ def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap", *,
   params and model_state have leading [S, G] axes (pass best_params with
   best_model_state); the network runs in inference mode (no dropout,
   BatchNorm's running statistics). Evaluation images are shared by every
-  run and split over "data". `fuse_stem` and `pool` as make_train_step's:
+  run and split over "data". `fuse_stem` as make_train_step's:
   under "scan", each seed's first CNN stages run as one (core/stem.py).
   """
   def run_logits(params, model_state, images):
@@ -320,7 +319,7 @@ def make_eval_fn(graphdef, mesh: Mesh, run_map: str = "vmap", *,
 
   if fuse_stem and run_map == "scan":
     from mtljax.core import stem  # pylint: disable=g-import-not-at-top
-    fn = stem.make_fused_logits(graphdef, pool)
+    fn = stem.make_fused_logits(graphdef)
   else:
     fn = map_runs(run_logits, run_map, (RUN, RUN, SHARED))
   rep = parallel.replicated(mesh)

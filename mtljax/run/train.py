@@ -100,9 +100,7 @@ class _Program:
           models.is_convolutional(prog.model_cfg))
     # Each seed's first CNN stages as one wide stage (core/stem.py).
     fused = {"fuse_stem": (config.train.fuse_stem
-                           and stem_lib.fusable(prog.model_cfg)),
-             "pool": dict(prog.model_cfg.get("encoder_kwargs", {})
-                          or {}).get("pool", "max")}
+                           and stem_lib.fusable(prog.model_cfg))}
     self.step_fn = step_lib.make_train_step(
         graphdef, tx, normalize=config.loss.normalize, mesh=mesh,
         run_map=run_map, tasks=spec.tasks, method=method,
