@@ -12,6 +12,12 @@ A training-steps axis ("steps") trains width 8 for fewer (and, on a GPU,
 more) steps: whether MTL's deficit is slower learning or a worse end
 point. Every report also draws the validation learning curves.
 
+A branching axis ("share_k", full and gpu only) trains MTL at width 8 with
+only the first k of the 3 conv stages shared (model.arch "share_k"), beside
+STL: whether the deficit of full sharing (k = 3, the width points) comes
+from sharing the late, task-specific stages. It is reported, not judged
+(C6 reads the width points only).
+
     mtljax sweep --config experiments/e2_width_sweep.py:quick --workdir w/e2
     mtljax train --config experiments/e2_width_sweep.py:quick,multi_mnist \
         --workdir w/e2_one   # the sweep's base config for one dataset
@@ -29,6 +35,8 @@ WIDTHS = {"smoke": [1, 4], "quick": [4, 8], "full": [8, 16, 32],
           "gpu": [8, 16, 32, 64, 128]}
 STEPS = {"smoke": [3], "quick": [100], "full": [200, 400],
          "gpu": [200, 400, 1600, 3200]}
+# Shared stages k of the branching axis (depth 3; k = 3 is the width points').
+SHARED_STAGES = {"smoke": [], "quick": [], "full": [1, 2], "gpu": [1, 2]}
 
 
 def _parse(arg):
@@ -60,6 +68,18 @@ def _steps_points(h, v):
                                          for s in steps])])])
 
 
+def _share_k_points(h, v):
+  ks = presets.pick(v, SHARED_STAGES)
+  if not ks:
+    return []
+  # No model.width in the point: the width-8 base, and C6's width reading
+  # (study/claims.py) leaves these conditions out.
+  return h.product([
+      h.fixed("name", "e2_share_k"), h.fixed("data.name", "mtl_scenes"),
+      h.fixed("model.arch", "share_k"),
+      h.sweep("model.arch_kwargs.shared_stages", ks)])
+
+
 def get_sweep(h, arg=None):
   v, _ = _parse(arg)
   widths = presets.pick(v, WIDTHS)
@@ -71,4 +91,4 @@ def get_sweep(h, arg=None):
   # The quick preview has no steps axis (its learning curves show the
   # trend).
   steps = [] if v.name == "quick" else _steps_points(h, v)
-  return h.chain(*parts, steps)
+  return h.chain(*parts, steps, _share_k_points(h, v))

@@ -82,6 +82,20 @@ def test_size_judges_only_plateaued_widths():
   assert v["verdict"] == "not supported"
 
 
+def test_size_leaves_out_the_branching_axis():
+  # A share_k condition at a width must not enter C6 or equal compute.
+  hps = [cond("e2_width_sweep_mtl_scenes", {"mtl": arm(level(0.7)),
+                                            "stl": arm(level(0.8))},
+              {"model.width": 8})]
+  share = cond("e2_share_k", {"mtl": arm(level(0.5)), "stl": arm(level(0.9))},
+               {"model.width": 16, "model.arch": "share_k",
+                "model.arch_kwargs.shared_stages": 1})
+  _, notes = claims.size({"e2": summary(*hps, share)})
+  assert notes == claims.size({"e2": summary(*hps)})[1]
+  assert not [c for c in claims.sharing({"e2": summary(*hps, share)})
+              if c.kind == "equal compute"]
+
+
 def test_size_without_a_plateau_is_inconclusive():
   e2 = summary(*[cond("e2_width_sweep_mtl_scenes",
                       {"mtl": arm(level(0.6)), "stl": arm(level(0.6 + w / 100))},

@@ -73,6 +73,12 @@ def test_e2_grids_and_widths():
       "e2_width_sweep")})
   assert widths[-1] >= 32
   assert {c.train.steps for c in cfgs if c.name == "e2_steps"} == {200, 400}
+  # The branching axis: MTL with the first k of 3 stages shared, beside STL.
+  share = [c for c in cfgs if c.name == "e2_share_k"]
+  assert sorted(c.model.arch_kwargs.shared_stages for c in share) == [1, 2]
+  assert {(c.model.arch, c.model.width, c.model.depth) for c in share} == {
+      ("share_k", 8, 3)}
+  assert all(set(c.modes) == {"mtl", "stl"} for c in share)
   gpu = points("e2_width_sweep.py", "gpu")
   assert max(c.model.width for c in gpu) == 128
   assert all(len(c.optimizer.learning_rates) >= 4 for c in gpu)
@@ -85,7 +91,8 @@ def test_e1_has_every_kind_and_e9_every_target():
   e9 = points("e9_positive_control.py", "full")
   assert {(c.data.name, c.stl_tasks[0]) for c in e9} == {
       ("mtl_scenes/attributes", t) for t in range(4)} | {
-          ("multi_mnist", 0), ("multi_mnist", 1)}
+          ("multi_mnist", 0), ("multi_mnist", 1)} | {
+              ("digits_multilabel", t) for t in range(10)}
   # The follow-up: the attributes targets only, each regression loss over
   # its target's variance (num_cars on {0..3}, stop_x on [0.12, 0.88]).
   scaled = points("e9_positive_control.py", "full,scaled")

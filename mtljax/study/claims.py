@@ -164,7 +164,9 @@ def _widths(summaries: dict, exp: str) -> dict[str, dict[int, dict]]:
   out: dict[str, dict[int, dict]] = {}
   for _, c in _conds(summaries, exp):
     w = _field(c, "model.width")
-    if w is not None and _field(c, "train.steps") is None:
+    # The steps and branching axes are other questions than width.
+    if (w is not None and _field(c, "train.steps") is None
+        and _field(c, "model.arch", "hps") == "hps"):
       out.setdefault(c["dataset"], {})[int(w)] = c
   return out
 
