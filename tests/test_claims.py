@@ -259,3 +259,23 @@ def test_forest_plot_of_a_verdict(tmp_path):
   assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
   assert plots.forest({"claim": "x", "verdict": "not tested",
                        "comparisons": []}, str(tmp_path / "g.png")) is None
+
+
+def test_an_experiment_kept_as_its_report_counts(tmp_path):
+  # E8's committed summary (docs/results/grouping/sweep_report.json) with no
+  # results.json beside it: its claim is judged from the report alone.
+  import os  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  src = os.path.join(os.path.dirname(__file__), "..", "docs", "results",
+                     "grouping", "sweep_report.json")
+  (tmp_path / "e8_grouping").mkdir()
+  shutil.copy(src, tmp_path / "e8_grouping" / "report.json")
+  s = reproduce._load_existing(str(tmp_path), "stl", "e8_grouping")  # pylint: disable=protected-access
+  assert s is not None and s["conditions"]
+  vs = [v for v in reproduce.verdicts({"e8": s})
+        if v["claim"].startswith(claims.C8)]
+  # As docs/RESULTS.md has it: supported against all-in-one.
+  assert [v["verdict"] for v in vs][0] == "supported"
+  # Another baseline's report, or none at all, is not taken.
+  assert reproduce._load_existing(str(tmp_path), "mtl", "e8_grouping") is None  # pylint: disable=protected-access
+  assert reproduce._load_existing(str(tmp_path), "stl", "e7_methods") is None  # pylint: disable=protected-access

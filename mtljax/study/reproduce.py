@@ -16,6 +16,7 @@ and printed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -188,15 +189,30 @@ def verdict_table(vs: list[dict]) -> str:
 
 
 def _load_existing(workdir: str, baseline: str, title: str) -> dict | None:
-  """The summary of an experiment already in `workdir` (E7/E8 run apart)."""
+  """The summary of an experiment already in `workdir` (E7/E8 run apart).
+
+  From its points' results.json files; else from the report.json that
+  `write_report` left there (an experiment kept as its report only, such as
+  E8's in docs/results/grouping), if that summary has this baseline.
+  """
   exp_dir = os.path.join(workdir, title)
   if not os.path.isdir(exp_dir):
     return None
   try:
     results = report_lib.load_results([exp_dir])
   except (report_lib.ReportError, OSError):
+    results = None
+  if results:
+    return report_lib.summarize(results, baseline=baseline)
+  try:
+    with open(os.path.join(exp_dir, "report.json")) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
     return None
-  return report_lib.summarize(results, baseline=baseline)
+  if (not isinstance(summary, dict) or summary.get("baseline") != baseline
+      or not isinstance(summary.get("conditions"), list)):
+    return None
+  return summary
 
 
 def reproduce(mode: str, workdir: str, only=None,
