@@ -74,6 +74,11 @@ def load_curves(c: dict) -> dict:
   return out
 
 
+# The range a task metric's values lie in (the CI bands are clipped to it).
+_BOUNDS = {"auc": (0.0, 1.0), "ap": (0.0, 1.0), "acc": (0.0, 1.0),
+           "accuracy": (0.0, 1.0), "r2": (-np.inf, 1.0)}
+
+
 def plot_curves(c: dict, curves: dict, path: str, colors=None) -> str | None:
   """One panel per task: each arm's validation curve with its CI band."""
   from mtljax.analysis import plots  # pylint: disable=g-import-not-at-top
@@ -98,8 +103,12 @@ def plot_curves(c: dict, curves: dict, path: str, colors=None) -> str | None:
       ax.plot(steps, mean, marker="o", markersize=3, color=color, label=arm)
       ok = np.isfinite(lo) & np.isfinite(hi)
       if ok.any():
-        ax.fill_between(steps, lo, hi, where=ok, color=color, alpha=0.2,
-                        linewidth=0)
+        # A t-interval can pass the metric's bound (AUC above 1 near the
+        # ceiling); drawn there it would show values no run can reach.
+        lo_b, hi_b = _BOUNDS.get(c["task_metrics"][task], (-np.inf, np.inf))
+        ax.fill_between(steps, np.clip(lo, lo_b, hi_b),
+                        np.clip(hi, lo_b, hi_b), where=ok, color=color,
+                        alpha=0.2, linewidth=0)
     ax.set_title(task, fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     ax.grid(alpha=0.3)
@@ -117,7 +126,7 @@ def plot_curves(c: dict, curves: dict, path: str, colors=None) -> str | None:
   fig.legend(list(handles.values()), list(handles), fontsize=7,
              loc="lower center", ncol=min(len(handles), 6), frameon=False)
   fig.suptitle(plots.wrap(fig, f"{c['experiment']} — {c['label']}: "
-                          "validation per task (95% CI over seeds, each arm "
-                          "at its chosen rate)", 9), fontsize=9)
+                          "validation per task (95% CI over seeds, within the "
+                          "metric's range; each arm at its chosen rate)", 9), fontsize=9)
   # pylint: disable-next=protected-access
   return plots._save(fig, path, rect=(0, 0.06, 1, 0.95))
