@@ -125,8 +125,9 @@ def plot_curves(c: dict, curves: dict, path: str, colors=None) -> str | None:
       handles.setdefault(lab, h)
   fig.legend(list(handles.values()), list(handles), fontsize=7,
              loc="lower center", ncol=min(len(handles), 6), frameon=False)
-  fig.suptitle(plots.wrap(fig, f"{c['experiment']} — {c['label']}: "
-                          "validation per task (95% CI over seeds, within the "
-                          "metric's range; each arm at its chosen rate)", 9), fontsize=9)
+  title = (f"{c['experiment']} — {c['label']}: validation per task (95% CI "
+           "over seeds, within the metric's range; each arm at its chosen "
+           "rate)")
+  fig.suptitle(plots.wrap(fig, title, 9), fontsize=9)
   # pylint: disable-next=protected-access
   return plots._save(fig, path, rect=(0, 0.06, 1, 0.95))
