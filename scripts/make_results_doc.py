@@ -81,6 +81,85 @@ def changed(previous: dict, current: list[dict], previous_name: str,
   return "\n".join(lines)
 
 
+def v2_verdicts(results_md: str) -> dict[str, tuple[str, str, str]]:
+  """{claim: (verdict, rule, scale)} from a study-v2 RESULTS.md.
+
+  Reads its "## Verdicts" table and, for claims that table did not test,
+  its "## Preview verdicts" table (scale "quick preview"). A claim is the
+  table's first cell, kind included ("C1 sharing: ... [equal width]").
+  """
+  tables, section = {"main": {}, "preview": {}}, None
+  for line in results_md.splitlines():
+    if line.startswith("## "):
+      section = ("main" if line.startswith("## Verdicts") else "preview"
+                 if line.startswith("## Preview verdicts") else None)
+      continue
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if section and len(cells) == 4 and cells[1].startswith("**"):
+      tables[section][cells[0]] = (cells[1].strip("*"), cells[2])
+  out = {}
+  for claim in list(tables["main"]) + list(tables["preview"]):
+    verdict, rule = tables["main"].get(claim, ("not tested", ""))
+    scale = ""
+    if verdict == "not tested" and claim in tables["preview"]:
+      verdict, rule = tables["preview"][claim]
+      scale = "quick preview"
+    out.setdefault(claim, (verdict, rule, scale))
+  return _drop_untested_parents(out)
+
+
+def _drop_untested_parents(verdicts: dict) -> dict:
+  """Drops a claim's kind-less "not tested" row where rows for its kinds
+  exist (a table lists "C1 ..." untested when another scale judged
+  "C1 ... [equal width]")."""
+  return {c: v for c, v in verdicts.items()
+          if not (v[0] == "not tested" and "[" not in c
+                  and any(o.startswith(c + " [") for o in verdicts))}
+
+
+def _claim_id(claim: str) -> str:
+  """"C2 context: ... [gain, summed loss]" -> "C2 context [gain, summed loss]"."""
+  head = claim.split(":")[0]
+  kind = claim.split("[", 1)[1].rstrip("]") if "[" in claim else ""
+  return head + (f" [{kind}]" if kind else "")
+
+
+def changed_since(previous: dict, current: list[dict], previous_name: str,
+                  preview: list[dict] | None = None) -> str:
+  """The "What changed since the previous document" section.
+
+  Every claim row of either document: its verdict there and here, each
+  with the scale that decided it, and the rule with its counts (the
+  evidence: how many comparisons were against, favoured, equivalent or
+  inconclusive). Claims are matched by their full text, kind included; a
+  claim whose kinds were split or renamed shows as two rows.
+  """
+  now = {v["claim"]: (v["verdict"], v["rule"], "") for v in current}
+  for v in preview or []:
+    if (v["verdict"] != "not tested"
+        and now.get(v["claim"], ("not tested",))[0] == "not tested"):
+      now[v["claim"]] = (v["verdict"], v["rule"], "quick preview")
+  previous, now = _drop_untested_parents(previous), _drop_untested_parents(now)
+  lines = [f"## What changed since the previous document ({previous_name})",
+           "", "Every claim's verdict there and here, with the rule that "
+           "decided each (its counts are the evidence: the comparisons "
+           "against, favouring, equivalent and inconclusive). The "
+           "comparisons themselves are in the verdict tables above and in "
+           "the previous document.", "",
+           "| claim | previous verdict | previous rule | verdict now | "
+           "rule now | changed |", "|---|---|---|---|---|---|"]
+  mark = lambda verdict, scale: verdict + (f" ({scale})" if scale else "")
+  for claim in list(dict.fromkeys(list(previous) + list(now))):
+    old = previous.get(claim, ("absent", "—", ""))
+    new = now.get(claim, ("absent", "—", ""))
+    lines.append(f"| {_claim_id(claim)} | {mark(old[0], old[2])} | "
+                 f"{old[1] or '—'} | {mark(new[0], new[2])} | "
+                 f"{new[1] or '—'} | "
+                 + ("**yes**" if old[0] != new[0] else
+                    "scale only" if old[2] != new[2] else "no") + " |")
+  return "\n".join(lines)
+
+
 def _overview(report_md: str) -> str:
   """The '## Overview' section of a report.md (its first table)."""
   lines = report_md.splitlines()
@@ -137,6 +216,9 @@ def main() -> None:
                  "table to include after the main one")
   p.add_argument("--previous", default=None,
                  help="a study-v1 RESULTS.md whose verdicts to compare with")
+  p.add_argument("--since", default=None,
+                 help="the previous study-v2 RESULTS.md (an archived copy): "
+                 "list every verdict that changed since it")
   args = p.parse_args()
   plots_out = os.path.join(args.out, "results")
   os.makedirs(plots_out, exist_ok=True)
@@ -154,6 +236,7 @@ def main() -> None:
           + (f" --difficulty {args.difficulty}" if args.difficulty else "")
           + (f" --preview {args.preview}" if args.preview else "")
           + (f" --previous {args.previous}" if args.previous else "")
+          + (f" --since {args.since}" if args.since else "")
           + f" --out {args.out}` from the outputs of `mtljax reproduce"
           + {"full": " --full", "gpu": " --full --profile gpu"}.get(
               verdicts["mode"], "") + "`.", ""]
@@ -167,9 +250,12 @@ def main() -> None:
                                          1).strip())
     parts.append(_forests(json.load(open(os.path.join(
         args.preview, "verdicts.json")))["verdicts"], plots_out, "preview"))
+  pv = (json.load(open(os.path.join(args.preview, "verdicts.json")))[
+      "verdicts"] if args.preview else None)
+  if args.since:
+    parts.append(changed_since(v2_verdicts(open(args.since).read()),
+                               verdicts["verdicts"], args.since, pv))
   if args.previous:
-    pv = (json.load(open(os.path.join(args.preview, "verdicts.json")))[
-        "verdicts"] if args.preview else None)
     parts.append(changed(v1_verdicts(open(args.previous).read()),
                          verdicts["verdicts"], args.previous, pv))
   if args.difficulty:
