@@ -335,3 +335,41 @@ def test_cross_stitch_units_start_near_identity():
   np.testing.assert_allclose(np.diag(m), 0.9)
   np.testing.assert_allclose(np.asarray(parts.mixing_init(1)), [[1.0]])
   assert math.isclose(float(m[0, 1]), 0.05, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHS if a != "hps"])
+def test_looped_copies_equal_vmapped_copies(arch, monkeypatch):
+  # parts.over_copies runs a CNN's stacked copies as an unrolled loop on a
+  # CPU (a vmapped convolution is a slow grouped one there). The loop must
+  # compute what vmap does: logits, gradients, and the copies' BatchNorm
+  # statistics, in training mode with dropout.
+  cfg = _cfg(arch, "cnn", dropout=0.3)
+  cfg.encoder_kwargs = {"norm": "batch"}
+  graphdef, params, state = _random_net(cfg, T)
+  x = _x()
+
+  def run(how):
+    monkeypatch.setattr(parts, "COPIES_MAP", how)
+
+    def loss(p):
+      logits, new = models.apply(graphdef, p, state, x, rng=jax.random.key(2),
+                                 deterministic=False)
+      return jnp.sum(jnp.sin(logits)), (logits, new)
+
+    return jax.jit(jax.grad(loss, has_aux=True))(params)
+
+  (g_v, (l_v, s_v)), (g_l, (l_l, s_l)) = run("vmap"), run("loop")
+  np.testing.assert_allclose(l_l, l_v, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves((g_l, s_l)), jax.tree.leaves((g_v, s_v))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+  # BatchNorm statistics moved, and the gradients are not all zero.
+  assert not all(np.array_equal(a, b) for a, b in
+                 zip(jax.tree.leaves(s_l), jax.tree.leaves(state)))
+  assert any(np.abs(np.asarray(g)).max() > 0 for g in jax.tree.leaves(g_l))
+
+
+def test_copies_map_auto_loops_only_convolutional_copies_on_cpu():
+  assert jax.default_backend() == "cpu"
+  cnn = types.SimpleNamespace(convolutional=True)
+  assert parts._loop_copies(cnn)  # pylint: disable=protected-access
+  assert not parts._loop_copies(types.SimpleNamespace())  # pylint: disable=protected-access

@@ -42,6 +42,10 @@ def both(batches=BATCHES, **kw):
     {"task_weights": (1.0, 2.0, 0.5, 1.0), "normalize": "per_task",
      "optimizer": "sgd", "modes": ("mtl",), "lrs": (1e-2, 3e-3),
      "encoder_kwargs": {"pool": "avg"}},
+    # share_k: the first stage shared, the second one per task; and k =
+    # depth (all shared, the hps network in share_k's parameter tree).
+    {"arch": "share_k", "arch_kwargs": {"shared_stages": 1}, "dropout": 0.3},
+    {"arch": "share_k", "arch_kwargs": {"shared_stages": 2}},
 ])
 def test_fused_step_equals_the_plain_scan(kw):
   (ref, ref_m), (got, got_m) = both(**kw)
@@ -88,6 +92,10 @@ def test_fusable_networks():
   assert stem.fusable(m)
   m.dtype, m.arch = "float32", "mmoe"
   assert not stem.fusable(m)
+  m.arch, m.arch_kwargs = "share_k", {"shared_stages": 1}
+  assert stem.fusable(m)
+  m.arch_kwargs = {"shared_stages": 0}   # every task its own first stage
+  assert not stem.fusable(m)
   m.arch, m.encoder = "hps", "mlp"
   assert not stem.fusable(m)
 
@@ -111,10 +119,12 @@ def test_sharded_fused_step_equals_single_device():
   assert max_diff(out[1][1], out[8][1]) < 1e-4
 
 
-def test_fused_eval_equals_the_plain_scan_eval():
+@pytest.mark.parametrize("kw", [
+    {}, {"arch": "share_k", "arch_kwargs": {"shared_stages": 1}}])
+def test_fused_eval_equals_the_plain_scan_eval(kw):
   from mtljax.core import step as step_lib  # pylint: disable=g-import-not-at-top
-  (_, _), (got, _) = both()
-  s = step_setup(SHAPE, encoder="cnn", run_map="scan")
+  (_, _), (got, _) = both(**kw)
+  s = step_setup(SHAPE, encoder="cnn", run_map="scan", **kw)
   images = fake_batch(9, 1, 24, SHAPE)["image"][0]
   out = [np.asarray(step_lib.make_eval_fn(s.graphdef, s.mesh, "scan",
                                           fuse_stem=f)(

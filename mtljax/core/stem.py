@@ -53,7 +53,8 @@ def fits(params, image_shape) -> bool:
 def fusable(model_cfg: Any) -> bool:
   """Whether the fused step applies to this network.
 
-  The built-in shared-encoder network ("hps") with the CNN encoder in
+  The built-in shared-encoder network ("hps"), or "share_k" with its first
+  stage shared (k ≥ 1), with the CNN encoder in
   float32 and without BatchNorm (whose batch statistics would need the
   per-run state inside the wide stage): its first stage is a plain stride-1
   "SAME" convolution (encoders._conv), ReLU and pool, applied once, to the
@@ -61,7 +62,14 @@ def fusable(model_cfg: Any) -> bool:
   bfloat16 take the plain step.
   """
   kw = dict(model_cfg.get("encoder_kwargs", {}) or {})
-  return (model_cfg.get("arch", "hps") == "hps"
+  arch = model_cfg.get("arch", "hps")
+  # share_k with k ≥ 1 shares the first stage too, at the same params path
+  # (ShareK.encoder.convs[0]); with k = 0 every task has its own.
+  shared_first = arch == "hps" or (
+      arch == "share_k"
+      and dict(model_cfg.get("arch_kwargs", {}) or {}).get(
+          "shared_stages", 1) >= 1)
+  return (shared_first
           and model_cfg.encoder == "cnn" and model_cfg.dtype == "float32"
           and kw.get("norm", "none") == "none")
 

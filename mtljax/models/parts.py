@@ -109,8 +109,30 @@ def copy_keys(rng, shape):
   return jax.random.split(rng, n).reshape(shape + jnp.shape(rng))
 
 
+# How over_copies maps a function over stacked copies: "vmap" (one batched
+# op per layer), "loop" (n unrolled calls on sliced copies), or "auto": the
+# loop for convolutional copies on a CPU, where a vmapped convolution becomes
+# a grouped one that XLA:CPU runs several times slower than n plain ones
+# (docs/PERFORMANCE.md, "Run map"), and vmap everywhere else.
+COPIES_MAP = "auto"
+
+
+def _loop_copies(module) -> bool:
+  if COPIES_MAP not in ("auto", "vmap", "loop"):
+    raise ValueError(f"parts.COPIES_MAP={COPIES_MAP!r}: 'auto', 'vmap' or "
+                     "'loop'")
+  if COPIES_MAP != "auto":
+    return COPIES_MAP == "loop"
+  return (jax.default_backend() == "cpu"
+          and bool(getattr(module, "convolutional", False)))
+
+
 def over_copies(fn, module, x, rng, n, *, x_axis=None, out_axis=0):
   """Maps `fn(copy, x, key)` over the n stacked copies of `module`.
+
+  Both ways of mapping (COPIES_MAP) compute the same function, up to float
+  rounding, and both carry a copy's updated state (BatchNorm statistics)
+  back into `module`.
 
   Args:
     fn: (one copy, its input, its dropout key or None) → output.
@@ -123,8 +145,18 @@ def over_copies(fn, module, x, rng, n, *, x_axis=None, out_axis=0):
     out_axis: where the copy axis goes in the output.
   """
   keys = copy_keys(rng, n)
-  return nnx.vmap(fn, in_axes=(0, x_axis, None if keys is None else 0),
-                  out_axes=out_axis)(module, x, keys)
+  if not _loop_copies(module):
+    return nnx.vmap(fn, in_axes=(0, x_axis, None if keys is None else 0),
+                    out_axes=out_axis)(module, x, keys)
+  graphdef, state = nnx.split(module)
+  outs, states = [], []
+  for i in range(n):
+    one = nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state))
+    x_i = x if x_axis is None else jnp.take(x, i, axis=x_axis)
+    outs.append(fn(one, x_i, None if keys is None else keys[i]))
+    states.append(nnx.state(one))
+  nnx.update(module, jax.tree.map(lambda *a: jnp.stack(a), *states))
+  return jax.tree.map(lambda *o: jnp.stack(o, axis=out_axis), *outs)
 
 
 def mixing_init(num_tasks: int, shape=()) -> jax.Array:

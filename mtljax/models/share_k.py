@@ -71,22 +71,29 @@ class ShareK(nnx.Module):
     return 0 if path and path[0] in ("task_stages",) + parts.HEAD_PARAMS \
         else None
 
-  def __call__(self, x, *, rng=None, deterministic=True):
-    return self.decode(self.encode(x, rng=rng, deterministic=deterministic),
+  def __call__(self, x, *, rng=None, deterministic=True, stage0=None):
+    return self.decode(self.encode(x, rng=rng, deterministic=deterministic,
+                                   stage0=stage0),
                        rng=rng, deterministic=deterministic)
 
-  def encode(self, x, *, rng=None, deterministic=True):
+  def encode(self, x, *, rng=None, deterministic=True, stage0=None):
     """Images → the output of the k-th shared stage (k = 0: the images).
 
     k = depth: the encoder's features [B, F], as MultiTaskNet's; otherwise
     the k-th stage's raw output ([B, width] for the MLP, [B, H', W', C']
-    for the CNN, before any global pooling).
+    for the CNN, before any global pooling). `stage0`, when given, is the
+    shared stage 0's output for `x`, computed by the caller (the CPU step's
+    fused first stage, core/stem.py; k ≥ 1 only).
     """
     x = x.astype(self.dtype)
     if self.task_stages is None:
-      return self.encoder(x, rng=rng, deterministic=deterministic)
+      extra = {} if stage0 is None else {"stage0": stage0}
+      return self.encoder(x, rng=rng, deterministic=deterministic, **extra)
+    if stage0 is not None and self.shared_stages == 0:
+      raise ValueError("stage0 needs a shared first stage (shared_stages ≥ 1)")
     for i in range(self.shared_stages):
-      x = self.encoder.stage(i, x, rng=rng, deterministic=deterministic)
+      x = (stage0 if i == 0 and stage0 is not None else
+           self.encoder.stage(i, x, rng=rng, deterministic=deterministic))
     return x
 
   def decode(self, rep, *, rng=None, deterministic=True):

@@ -246,6 +246,8 @@ class JaxSetup:
       steps of one model are built; copied (the step donates its state).
     fuse_stem: the fused first CNN stage (core/stem.py); None: as training
       does by default (on wherever stem.fusable and run_map is "scan").
+    arch, arch_kwargs: config.model.arch and its kwargs (e.g. "share_k",
+      {"shared_stages": 1}).
 
   Attributes:
     step, state, specs, batch, mesh, graphdef, tx, num_runs, prog.
@@ -255,7 +257,7 @@ class JaxSetup:
                seeds=(0,), modes=("mtl",), dtype="float32", run_map="vmap",
                donate=True, num_devices=None, lrs=(1e-3,),
                normalize="per_example", method=None, init=None,
-               fuse_stem=None):
+               fuse_stem=None, arch="hps", arch_kwargs=None):
     import jax  # pylint: disable=g-import-not-at-top
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
     from mtljax import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -265,6 +267,9 @@ class JaxSetup:
     cfg = config_lib.default_config()
     cfg.model.encoder, cfg.model.width, cfg.model.depth = encoder, width, depth
     cfg.model.dtype = dtype
+    cfg.model.arch = arch
+    if arch_kwargs:
+      cfg.model.arch_kwargs = dict(arch_kwargs)
     cfg.modes, cfg.optimizer.learning_rates = tuple(modes), tuple(lrs)
     cfg.loss.normalize = normalize
     if method:

@@ -242,6 +242,11 @@ def section_opt(cfg, res):
       # (program, its setup, a patch for "off", or setup overrides for it)
       "fused first stage (vs each run's own)": (
           study_name, study, {"fuse_stem": False}),
+      # E2's branching axis: stage 0 shared, stages 1-2 one copy per task.
+      "fused first stage, share_k k=1 (vs each run's own)": (
+          study_name.replace("study CNN", "study CNN share_k k=1"),
+          dict(study, arch="share_k", arch_kwargs={"shared_stages": 1}),
+          {"fuse_stem": False}),
       "custom matmul backward": (f"b1's MLP, {r_mlp} runs vmapped", mlp,
                                  (encoders, "_dot_general", plain_dot)),
       "custom conv backward": (cnn_name, cnn,
