@@ -54,3 +54,23 @@ def test_no_per_task_log_means_no_curves(tmp_path):
   c["sources"] = [str(tmp_path / "elsewhere" / "results.json")]
   assert curves.load_curves(c) == {}
   assert curves.plot_curves(c, {}, str(tmp_path / "c.png")) is None
+
+
+def test_per_task_error_bars_are_clipped_to_the_metric_range(tmp_path,
+                                                            monkeypatch):
+  # A t-interval over 5 seeds of AUCs can pass 1.0 (one failed seed
+  # widens it); the dot plot clips each bar to its task's range, and the
+  # axis follows (it would reach ~1.1 otherwise).
+  from mtljax.analysis import plots  # pylint: disable=g-import-not-at-top
+  figs = []
+  monkeypatch.setattr(plots, "_save", lambda fig, path, rect=None: (
+      figs.append(fig), path)[1])
+  series = {"stl_matched": ([0.84, 0.5], [0.6, 0.3], [1.09, 0.7])}
+  for bounds in (None, [plots.bounds_of(["auc"])] * 2):
+    plots.per_task_bars(["car", "x"], series, str(tmp_path / "p.png"),
+                        bounds=bounds)
+  unclipped, clipped = (f.axes[0].get_ylim() for f in figs)
+  assert unclipped[1] > 1.09
+  assert clipped[1] < 1.09 and clipped[0] < 0.3
+  # A mean over an AUC and an R² task lies in the union of their ranges.
+  assert plots.bounds_of(["auc", "r2"]) == (-np.inf, 1.0)

@@ -74,11 +74,6 @@ def load_curves(c: dict) -> dict:
   return out
 
 
-# The range a task metric's values lie in (the CI bands are clipped to it).
-_BOUNDS = {"auc": (0.0, 1.0), "ap": (0.0, 1.0), "acc": (0.0, 1.0),
-           "accuracy": (0.0, 1.0), "r2": (-np.inf, 1.0)}
-
-
 def plot_curves(c: dict, curves: dict, path: str, colors=None) -> str | None:
   """One panel per task: each arm's validation curve with its CI band."""
   from mtljax.analysis import plots  # pylint: disable=g-import-not-at-top
@@ -105,7 +100,8 @@ def plot_curves(c: dict, curves: dict, path: str, colors=None) -> str | None:
       if ok.any():
         # A t-interval can pass the metric's bound (AUC above 1 near the
         # ceiling); drawn there it would show values no run can reach.
-        lo_b, hi_b = _BOUNDS.get(c["task_metrics"][task], (-np.inf, np.inf))
+        # The band is clipped to the metric's range.
+        lo_b, hi_b = plots.bounds_of([c["task_metrics"][task]])
         ax.fill_between(steps, np.clip(lo, lo_b, hi_b),
                         np.clip(hi, lo_b, hi_b), where=ok, color=color,
                         alpha=0.2, linewidth=0)

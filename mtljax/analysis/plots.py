@@ -165,10 +165,26 @@ def diff_vs_field(x: Sequence[float], series: Mapping[str, Series], path: str,
                        title=title, logx=logx, colors=colors)
 
 
+# The range a task metric's values lie in: CIs (t-intervals, which know
+# nothing of it) are clipped to it where drawn.
+METRIC_BOUNDS = {"auc": (0.0, 1.0), "ap": (0.0, 1.0), "acc": (0.0, 1.0),
+                 "accuracy": (0.0, 1.0), "r2": (-np.inf, 1.0)}
+
+
+def bounds_of(metrics: Sequence[str]) -> tuple[float, float]:
+  """The range shared by values of these metrics (a mean over tasks lies
+  in the union of theirs)."""
+  b = [METRIC_BOUNDS.get(m, (-np.inf, np.inf)) for m in metrics]
+  if not b:
+    return (-np.inf, np.inf)
+  return (min(lo for lo, _ in b), max(hi for _, hi in b))
+
+
 def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],
                   path: str, *, ylabel: str = "", title: str = "",
                   ylim: tuple[float, float] | None = None,
-                  colors: Mapping[str, str] | None = None) -> str:
+                  colors: Mapping[str, str] | None = None,
+                  bounds: Sequence[tuple[float, float]] | None = None) -> str:
   """Per task (and the mean), one dot per arm with its CI as an error bar.
 
   Dots, not bars: the axis is zoomed to the data (AUCs near 0.9 differ by
@@ -184,6 +200,8 @@ def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],
     ylim: y limits; None: zoom to the data (AUCs near 0.9 differ by 0.01, which
       bars from 0 would hide) with a little margin.
     colors: optional arm -> colour.
+    bounds: optional (low, high) per group, the metric's range: each error
+      bar is clipped to it (a t-interval of AUCs can pass 1.0).
 
   Returns:
     path.
@@ -199,6 +217,9 @@ def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],
     if mean.size != len(groups):
       raise ValueError(f"series {name!r} has {mean.size} bars for "
                        f"{len(groups)} groups")
+    if bounds is not None:
+      b = np.asarray(bounds, np.float64).reshape(len(groups), 2)
+      lo, hi = np.clip(lo, b[:, 0], b[:, 1]), np.clip(hi, b[:, 0], b[:, 1])
     # Error bars only where the interval exists (n ≥ 2 seeds).
     err = np.stack([np.where(np.isnan(lo), 0.0, mean - lo),
                     np.where(np.isnan(hi), 0.0, hi - mean)])
@@ -300,11 +321,15 @@ def report_plots(summary: dict, out_dir: str, max_pngs: int = 40,
                     "mean over\n" + ", ".join(shared))
       groups = ([f"{t}\n({labels[t]})" for t in tasks] if labels
                 else tasks) + [mean_label]
+      tm = c["task_metrics"]
+      bounds = [bounds_of([tm[t]]) for t in tasks] + [
+          bounds_of([tm[t] for t in shared])]
       jobs.append((per_task_bars, (groups, series),
                    _slug(exp, c["label"], metric, "per_task") + ".png",
-                   dict(colors=colors, ylabel=f"test {name}",
+                   dict(colors=colors, ylabel=f"test {name}", bounds=bounds,
                         title=f"{exp} — {c['label']}: test {name} per task "
-                        f"({_n_seeds([c])})")))
+                        f"({_n_seeds([c])}; 95% CIs within the metric's "
+                        "range)")))
   from mtljax.analysis import curves as curves_lib  # pylint: disable=g-import-not-at-top
   from mtljax.analysis import grouping_md  # pylint: disable=g-import-not-at-top
   for c in conds:
