@@ -60,7 +60,10 @@ def test_sections_have_their_fields(smoke):
   assert res["b7"]["mtljax_one_process_s"] > 0
   assert {"custom matmul backward", "custom conv backward",
           "non-finite guard (vs none)",
-          "fused first stage (vs each run's own)"} <= set(res["opt"]["rows"])
+          "fused first stage (vs each run's own)",
+          "fused first stage, share_k k=1 (vs each run's own)",
+          "looped task copies, share_k k=1 (vs vmapped: grouped convs)"
+          } <= set(res["opt"]["rows"])
   lay = res["layers"]
   assert len(lay["rows"]) == 2 and lay["sum_of_pieces_ms"] > 0
   assert set(lay["run_step_ms"]) == {"one run", "study, plain scan",

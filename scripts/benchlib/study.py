@@ -214,6 +214,7 @@ def section_opt(cfg, res):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from mtljax.core import run_map as run_map_lib  # pylint: disable=g-import-not-at-top
   from mtljax.models import encoders  # pylint: disable=g-import-not-at-top
+  from mtljax.models import parts  # pylint: disable=g-import-not-at-top
 
   def plain_dot(lhs, rhs, dimension_numbers, precision=None,
                 preferred_element_type=None, **kw):
@@ -238,15 +239,17 @@ def section_opt(cfg, res):
                 f"seeds x (MTL + 4 STL), batch {cfg['opt_study_batch']}, "
                 "scan")
 
+  share_k = dict(study, arch="share_k", arch_kwargs={"shared_stages": 1})
+  share_k_name = study_name.replace("study CNN", "study CNN share_k k=1")
   cases = {
       # (program, its setup, a patch for "off", or setup overrides for it)
       "fused first stage (vs each run's own)": (
           study_name, study, {"fuse_stem": False}),
       # E2's branching axis: stage 0 shared, stages 1-2 one copy per task.
       "fused first stage, share_k k=1 (vs each run's own)": (
-          study_name.replace("study CNN", "study CNN share_k k=1"),
-          dict(study, arch="share_k", arch_kwargs={"shared_stages": 1}),
-          {"fuse_stem": False}),
+          share_k_name, share_k, {"fuse_stem": False}),
+      "looped task copies, share_k k=1 (vs vmapped: grouped convs)": (
+          share_k_name, share_k, (parts, "COPIES_MAP", "vmap")),
       "custom matmul backward": (f"b1's MLP, {r_mlp} runs vmapped", mlp,
                                  (encoders, "_dot_general", plain_dot)),
       "custom conv backward": (cnn_name, cnn,
