@@ -25,6 +25,8 @@ from typing import Any
 
 import jax
 
+from mtljax.run import host
+
 log = logging.getLogger("mtljax")
 
 _PACKAGES = ("mtljax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint",
@@ -72,6 +74,9 @@ def environment() -> dict:
       "backend": jax.default_backend(),
       "devices": [str(d) for d in jax.devices()],
       "process_count": jax.process_count(), "packages": versions,
+      # Which machine kind the figures come from (their speed, and their
+      # float rounding, differ by kind).
+      "cpu": host.cpu_features(), "cpu_count": os.cpu_count(),
       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
 

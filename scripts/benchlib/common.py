@@ -13,9 +13,12 @@ import sys
 import tempfile
 import time
 
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
+if REPO not in sys.path:  # mtljax, when benchlib is imported on its own
+  sys.path.insert(0, REPO)
+from mtljax.run import host  # noqa: E402  pylint: disable=wrong-import-position
+
 BENCH_SCRIPT = os.path.join(REPO, "scripts", "bench.py")  # workers run it
 
 SECTIONS = ("b1", "b2", "b2b", "b3", "b4", "b5", "b6", "b7", "b8", "opt",
@@ -141,44 +144,9 @@ def load_average() -> list[float] | None:
     return None
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
-
-
-# The CPU flags that decide which kernels XLA and PyTorch can use.
-_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni",
-              "amx_tile", "amx_bf16", "amx_int8")
-
-
-def cpu_features() -> dict:
-  """{"model", "flags": the relevant ones present, "kind"}, from /proc/cpuinfo.
-
-  "kind" names the machine kinds the project runs on ("AMD EPYC (AVX-512)",
-  "Intel Xeon (AMX)"), so that a benchmark's figures can be filed per kind.
-  """
-  flags = set()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("flags"):
-          flags = set(line.split(":", 1)[1].split())
-          break
-  except OSError:
-    pass
-  have = [x for x in _CPU_FLAGS if x in flags]
-  model = _cpu_model()
-  vendor = ("AMD EPYC" if "EPYC" in model else "Intel Xeon" if "Xeon" in model
-            else model)
-  isa = ("AMX" if "amx_bf16" in have else "AVX-512" if "avx512f" in have
-         else "AVX2" if "avx2" in have else "other")
-  return {"model": model, "flags": have, "kind": f"{vendor} ({isa})"}
+# Shared with the results' env record (mtljax/run/host.py).
+_cpu_model = host.cpu_model
+cpu_features = host.cpu_features
 
 
 def get_torch():
