@@ -100,7 +100,6 @@ def plot_curves(c: dict, curves: dict, path: str, colors=None) -> str | None:
       if ok.any():
         # A t-interval can pass the metric's bound (AUC above 1 near the
         # ceiling); drawn there it would show values no run can reach.
-        # The band is clipped to the metric's range.
         lo_b, hi_b = plots.bounds_of([c["task_metrics"][task]])
         ax.fill_between(steps, np.clip(lo, lo_b, hi_b),
                         np.clip(hi, lo_b, hi_b), where=ok, color=color,

@@ -54,9 +54,9 @@ def fusable(model_cfg: Any) -> bool:
   """Whether the fused step applies to this network.
 
   The built-in shared-encoder network ("hps"), or "share_k" with its first
-  stage shared (k ≥ 1), with the CNN encoder in
-  float32 and without BatchNorm (whose batch statistics would need the
-  per-run state inside the wide stage): its first stage is a plain stride-1
+  stage shared (k ≥ 1), with the CNN encoder in float32 and without
+  BatchNorm (whose batch statistics would need the per-run state inside the
+  wide stage): its first stage is a plain stride-1
   "SAME" convolution (encoders._conv), ReLU and pool, applied once, to the
   images. Other architectures (e.g. one encoder per task), BatchNorm and
   bfloat16 take the plain step.
