@@ -209,8 +209,10 @@ def per_task_bars(groups: Sequence[str], series: Mapping[str, Series],
   k = max(len(series), 1)
   pos = np.arange(len(groups), dtype=np.float64)
   width = 0.8 / k
-  fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(groups) * max(k, 2) / 2
-                                      + 2), 4.2))
+  # Wider with more groups and arms, up to a page's width (E6's 11 groups ×
+  # 4 arms would otherwise make a 26-inch strip).
+  fig, ax = plt.subplots(figsize=(min(16.0, max(
+      5.0, 1.1 * len(groups) * max(k, 2) / 2 + 2)), 4.6))
   lows, highs = [], []
   for i, (name, s) in enumerate(series.items()):
     mean, lo, hi = _arrays(s)
