@@ -12,28 +12,17 @@ differently, to 1e-3. Regenerate it only for an intended change of results:
 
 import json
 import os
-import platform
 
 import numpy as np
 import pytest
 
 from mtljax import cli
+from mtljax.run import host
 from tests.faults import E1
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "e1_smoke.json")
 KEYS = ("arm", "seed", "learning_rate", "width", "param_count", "best_step",
         "val", "test")
-
-
-def _cpu() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 # Keys added to results.json after the golden file was written (a schema
@@ -74,11 +63,11 @@ def test_e1_smoke_matches_the_golden_result(smoke_data_dir, tmp_path,
     runs = [{k: r[k] for k in KEYS} for r in json.load(f)["runs"]]
   if os.environ.get("MTLJAX_WRITE_GOLDEN") == "1":
     with open(GOLDEN, "w") as f:
-      json.dump({"cpu": _cpu(), "runs": runs}, f, indent=1)
+      json.dump({"cpu": host.cpu_model(), "runs": runs}, f, indent=1)
       f.write("\n")
   with open(GOLDEN) as f:
     golden = json.load(f)
-  tol = 1e-6 if golden["cpu"] == _cpu() else 1e-3
+  tol = 1e-6 if golden["cpu"] == host.cpu_model() else 1e-3
   assert len(runs) == len(golden["runs"])
   for i, (got, want) in enumerate(zip(runs, golden["runs"])):
     _close(got, want, tol, f"runs[{i}]")
